@@ -12,7 +12,9 @@ import math
 import pytest
 import torch
 from torch import nn
-from tiny_models import ARCHITECTURES, CORPUS, MOE_ARCHITECTURES, UNSUPPORTED_ARCHITECTURES, build_model, build_tokenizer
+from tiny_models import (
+    ARCHITECTURES, CORPUS, MOE_ARCHITECTURES, UNSUPPORTED_ARCHITECTURES, build_model, build_tokenizer,
+)
 
 from lape_eval import arch
 from lape_eval.arch import FamilySpec, UnsupportedArchitectureError, register_family, resolve, supported_families
@@ -158,8 +160,8 @@ def arch_model(request):
 
 
 def test_tiny_models_cover_every_supported_model_type():
-    covered = {build_model(name).config.model_type for name in ARCHITECTURES}
-    covered |= {build_model(name).config.get_text_config().model_type for name in ARCHITECTURES}
+    configs = [build_model(name).config for name in ARCHITECTURES]
+    covered = {c.model_type for c in configs} | {c.get_text_config().model_type for c in configs}
     for spec in arch._FAMILIES:
         assert set(spec.model_types) <= covered, f"no tiny model for {spec.name}"
 

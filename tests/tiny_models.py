@@ -261,7 +261,9 @@ _SPECS: dict[str, tuple[str, Callable[[], PretrainedConfig]]] = {
     "gemma3": ("Gemma3ForCausalLM", _gemma3_text_config),
     # Gemma-3 as released (image-text-to-text); text-only inputs work, there are no image tokens.
     "gemma3_multimodal": ("Gemma3ForConditionalGeneration", _gemma3_multimodal_config),
-    "cohere": ("CohereForCausalLM", lambda: _llama_like("CohereConfig", intermediate_size=64, tie_word_embeddings=True)),
+    "cohere": (
+        "CohereForCausalLM", lambda: _llama_like("CohereConfig", intermediate_size=64, tie_word_embeddings=True),
+    ),
     "cohere2": (
         "Cohere2ForCausalLM",
         lambda: _llama_like(
