@@ -1,0 +1,145 @@
+"""The lm-eval model ``lape``: Hugging Face's ``hf`` model with language-neuron steering.
+
+``lm_eval --model lape --model_args pretrained=...,neurons=...,steer='-en +de'`` evaluates the
+model with the steer spec applied to every forward pass (log-likelihoods and generation). Every
+HFLM argument works as with ``hf`` (``peft``, ``dtype``, ``batch_size``, ``device``,
+``parallelize``, ...). With no ``steer`` the model behaves exactly like ``hf``.
+
+``steer=doc`` steers per document: the spec comes from the document's ``steer`` field, or else from
+``doc_template`` (default ``-{source_lang} +{target_lang}``) filled with the document's fields.
+Requests are grouped by spec so that one run with one model load evaluates a whole grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from .errors import LapeEvalError
+from .models import resolve_pretrained
+from .steering import SteeringHandle, SteerSpec, compile_steer, parse_steer
+
+log = logging.getLogger(__name__)
+
+PER_DOCUMENT = "doc"
+DEFAULT_DOC_TEMPLATE = "-{source_lang} +{target_lang}"
+
+
+@register_model("lape")
+class LapeLM(HFLM):
+    def __init__(
+        self,
+        pretrained,
+        neurons: str | None = None,
+        steer: str | None = None,
+        method: str = "add",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        deactivate_value: float = 0.0,
+        positions: str = "all",
+        doc_template: str = DEFAULT_DOC_TEMPLATE,
+        **kwargs,
+    ):
+        # Everything a user can get wrong is checked before the (slow) model load.
+        self._steer_args = dict(method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
+                                positions=positions)
+        self._per_document = str(steer).strip().lower() == PER_DOCUMENT if steer is not None else False
+        self._doc_template = doc_template
+        self._global_spec = parse_steer(None if self._per_document else steer, **self._steer_args)
+        self._neuron_set = None
+        self._neurons_source = None if neurons is None else str(neurons)
+        if neurons is not None:
+            from .neuron_set import resolve_neuron_set
+
+            self._neuron_set = resolve_neuron_set(str(neurons))
+        if self._neuron_set is None and (self._per_document or not self._global_spec.is_identity):
+            raise LapeEvalError("steer= needs a neuron set: add neurons=PATH (or the name of a shipped set) "
+                                "to --model_args.")
+        if self._neuron_set is not None and not self._per_document:
+            compile_steer(self._global_spec, self._neuron_set)  # languages present, means available
+        if isinstance(pretrained, str):
+            pretrained = resolve_pretrained(pretrained)
+        super().__init__(pretrained=pretrained, **kwargs)
+        from .arch import resolve
+
+        self._sites = resolve(self.model) if self._neuron_set is not None else None
+        if self._neuron_set is not None:
+            self._neuron_set.check_model(self._sites)
+        self._compiled: dict[str, object] = {}
+        log.info("lape: steer=%s neurons=%s", "doc" if self._per_document else self._global_spec,
+                 neurons)
+
+    # --- which spec applies to which request ------------------------------------------------
+
+    def _spec_for(self, request: Instance) -> SteerSpec:
+        if not self._per_document:
+            return self._global_spec
+        doc = request.doc or {}
+        text = doc.get("steer")
+        if text is None:
+            try:
+                text = self._doc_template.format(**doc)
+            except (KeyError, IndexError) as error:
+                raise LapeEvalError(
+                    f"steer=doc: the document of task '{request.task_name}' has no field {error} needed by "
+                    f"doc_template={self._doc_template!r} (fields: {', '.join(sorted(doc))}). Give the "
+                    "documents a 'steer' field or set doc_template to use their fields."
+                ) from None
+        return parse_steer(text, **self._steer_args)
+
+    def _handle_for(self, spec: SteerSpec) -> SteeringHandle | None:
+        if spec.is_identity:
+            return None
+        key = repr(spec)
+        if key not in self._compiled:
+            self._compiled[key] = compile_steer(spec, self._neuron_set, self._sites)
+        return SteeringHandle(self.model, self._compiled[key], self._sites)
+
+    def _grouped(self, requests: list[Instance], run, **kwargs):
+        """Run ``run`` once per steer spec over the requests that use it; results in request order."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        specs: dict[str, SteerSpec] = {}
+        for position, request in enumerate(requests):
+            spec = self._spec_for(request)
+            specs.setdefault(repr(spec), spec)
+            groups[repr(spec)].append(position)
+        results: list = [None] * len(requests)
+        for key, positions in groups.items():
+            handle = self._handle_for(specs[key])
+            try:
+                outputs = run([requests[i] for i in positions], **kwargs)
+            finally:
+                if handle is not None:
+                    handle.remove()
+            for position, output in zip(positions, outputs):
+                results[position] = output
+        return results
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return self._grouped(requests, super().loglikelihood, disable_tqdm=disable_tqdm)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        return self._grouped(requests, super().loglikelihood_rolling, disable_tqdm=disable_tqdm)
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        return self._grouped(requests, super().generate_until, disable_tqdm=disable_tqdm)
+
+    # --- provenance ---------------------------------------------------------------------------
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        steer = {"per_document": self._per_document, **self._global_spec.describe(), **self._steer_args}
+        if self._per_document:
+            steer["steer"] = PER_DOCUMENT
+            steer["doc_template"] = self._doc_template
+        if self._neuron_set is not None:
+            ns = self._neuron_set
+            steer["neuron_set"] = {"source": self._neurons_source, "content_hash": ns.content_hash,
+                                   "languages": ns.languages, "model": ns.info.get("model"),
+                                   "selection": ns.info.get("selection")}
+        info["lape"] = steer
+        return info

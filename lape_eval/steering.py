@@ -1,0 +1,330 @@
+"""Language arithmetics on a live model: operators on the gated activation g of language neurons.
+
+A steer spec reads like arithmetic on languages: ``"-en +de"`` deactivates English's neurons and
+activates German's. Each ``+`` term uses the spec's ``method``:
+
+==========  ======================================================  =====================
+method      update on the neurons of the ``+`` language, per token  strength
+==========  ======================================================  =====================
+add         g ← g + α·μ(lang)                      (the paper)     ``alpha`` (≥ 0)
+multiply    g ← β·g                                                 ``beta``
+replace     g ← α·μ(lang)                     (Tang-style; α = 1)   ``alpha``
+diffmean    g ← g + α·(μ(lang) − mean of μ over the other languages) ``alpha``
+==========  ======================================================  =====================
+
+A ``-`` term sets the language's neurons to ``deactivate_value`` (c, default 0). Deactivations are
+applied first, then activations in the order written, at every layer the neuron set covers (method
+spec §1, §5). μ is the set's mean activation of those neurons on each language's corpus. A term can
+carry its own strength: ``"-en +zh:0.5"`` (α = 0.5 for zh; for ``-`` terms, the constant c).
+
+``positions`` chooses the tokens that are edited: ``all`` (the paper), ``prompt`` (tokens of the
+input), ``generated`` (tokens produced by generation). With the KV cache, the first forward pass of a
+generation holds the prompt and every later one a generated token; padding (known from the
+attention mask) is never edited.
+
+:func:`steer` applies a spec to any transformers causal LM and removes every hook on exit, even on
+an exception; weights are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .arch import NeuronSites, resolve, unwrap_model
+from .errors import LapeEvalError
+from .languages import get_language
+
+METHODS = ("add", "multiply", "replace", "diffmean")
+POSITIONS = ("all", "prompt", "generated")
+
+
+@dataclass(frozen=True)
+class SteerTerm:
+    sign: str  # "-" deactivate, "+" activate
+    language: str
+    strength: float | None = None  # per-term α / β / c, overriding the spec's default
+
+    def __str__(self) -> str:
+        return f"{self.sign}{self.language}" + ("" if self.strength is None else f":{self.strength:g}")
+
+
+@dataclass(frozen=True)
+class SteerSpec:
+    terms: tuple[SteerTerm, ...] = ()
+    method: str = "add"
+    alpha: float = 1.0
+    beta: float = 1.0
+    deactivate_value: float = 0.0
+    positions: str = "all"
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.terms
+
+    @property
+    def deactivated(self) -> list[str]:
+        return [t.language for t in self.terms if t.sign == "-"]
+
+    @property
+    def activated(self) -> list[str]:
+        return [t.language for t in self.terms if t.sign == "+"]
+
+    def describe(self) -> dict:
+        """Everything needed to reproduce the run (goes into lm-eval's results JSON)."""
+        return {"steer": " ".join(map(str, self.terms)) or "none", "method": self.method, "alpha": self.alpha,
+                "beta": self.beta, "deactivate_value": self.deactivate_value, "positions": self.positions}
+
+    def __str__(self) -> str:
+        return self.describe()["steer"]
+
+
+# A term: sign, language code, optional strength ("-en", "+de", "+zh:0.5", "-en:-1.5").
+_TERM = re.compile(r"\s*,?\s*([+-])([A-Za-z]{2,3})(?::([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))?(?=[\s,+-]|$)")
+
+
+def parse_steer(
+    text: str | None,
+    *,
+    method: str = "add",
+    alpha: float | str = 1.0,
+    beta: float | str = 1.0,
+    deactivate_value: float | str = 0.0,
+    positions: str = "all",
+) -> SteerSpec:
+    """Parse ``"-en +de"`` (terms separated by spaces or commas) and check every argument."""
+    method = str(method).strip().lower()
+    if method not in METHODS:
+        raise LapeEvalError(f"Unknown steering method {method!r}: choose one of {', '.join(METHODS)} "
+                            "(it applies to the '+' terms; '-' terms always deactivate).")
+    positions = str(positions).strip().lower()
+    if positions not in POSITIONS:
+        raise LapeEvalError(f"Unknown positions {positions!r}: choose all (every token, the paper), prompt "
+                            "(input tokens only) or generated (generated tokens only).")
+    alpha = _number("alpha", alpha, minimum=0.0)
+    beta = _number("beta", beta)
+    deactivate_value = _number("deactivate_value", deactivate_value)
+    terms: list[SteerTerm] = []
+    text = (text or "").strip()
+    position = 0
+    while text.lower() not in ("", "none") and position < len(text.rstrip()):
+        match = _TERM.match(text, position)
+        if not match:
+            raise LapeEvalError(_term_error(text, position))
+        sign, code, strength = match.groups()
+        get_language(code)  # unknown codes: the registry's error lists the known ones
+        if any(t.language == code and t.sign == sign for t in terms):
+            raise LapeEvalError(f"The steer spec names '{sign}{code}' twice: write each term once.")
+        value = None
+        if strength is not None:
+            value = _number(f"the strength of {sign}{code}", strength,
+                            minimum=0.0 if sign == "+" and method != "multiply" else None)
+        terms.append(SteerTerm(sign, code, value))
+        position = match.end()
+    return SteerSpec(tuple(terms), method, alpha, beta, deactivate_value, positions)
+
+
+def _term_error(text: str, position: int) -> str:
+    rest = text[position:].strip(" ,").split()[0]
+    if rest.isalpha():
+        hint = f"a language needs a sign: '-{rest}' deactivates its neurons, '+{rest}' activates them"
+    else:
+        hint = "each term is -LANG or +LANG, optionally with a strength: +LANG:NUMBER"
+    return (f"Cannot read the steer spec {text!r} at {rest!r}: {hint}. Example: steer='-en +de' deactivates "
+            "English and activates German; steer='-en +zh:0.5' activates Chinese with strength 0.5.")
+
+
+def _number(name: str, value, minimum: float | None = None) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LapeEvalError(f"{name} must be a number (got {value!r}).") from None
+    if not math.isfinite(number):
+        raise LapeEvalError(f"{name} must be a finite number (got {value!r}).")
+    if minimum is not None and number < minimum:
+        raise LapeEvalError(
+            f"{name} must be ≥ {minimum:g} (got {number:g}). To push a language away, deactivate it with "
+            "'-LANG' (and deactivate_value), or use method=multiply with a negative beta."
+        )
+    return number
+
+
+# --- compiling a spec against a neuron set -----------------------------------------------------
+
+
+@dataclass
+class _Edit:
+    """One edit of one layer: g[..., index] ← op(g[..., index], values)."""
+
+    op: str  # "set" | "add" | "scale"
+    index: torch.Tensor  # int64 [n]
+    values: torch.Tensor  # [n] (or a scalar for "scale")
+
+
+@dataclass
+class CompiledSteer:
+    """The per-layer edits of a spec on one neuron set; ``edits[layer]`` is applied in order."""
+
+    spec: SteerSpec
+    edits: list[list[_Edit]] = field(default_factory=list)
+
+    @property
+    def touched_layers(self) -> list[int]:
+        return [layer for layer, edits in enumerate(self.edits) if edits]
+
+
+def compile_steer(spec: SteerSpec, neuron_set, sites: NeuronSites | None = None) -> CompiledSteer:
+    """Turn a spec into per-layer index/value tensors; errors name what is missing."""
+    languages = list(neuron_set.languages)
+    for term in spec.terms:
+        if term.language not in languages:
+            raise LapeEvalError(
+                f"The neuron set has no neurons for '{term.language}' ({get_language(term.language).name}); "
+                f"it covers {', '.join(languages)}. Use a set identified with that language."
+            )
+    if sites is not None:
+        neuron_set.check_model(sites)
+    needs_means = any(t.sign == "+" for t in spec.terms) and spec.method != "multiply"
+    if needs_means and not neuron_set.has_means:
+        raise LapeEvalError(
+            f"method={spec.method} needs the mean activations of the neurons, and this neuron set has none "
+            "(imported from the reference format without statistics). Re-import it with --stats, or use "
+            "method=multiply or deactivation only."
+        )
+    edits: list[list[_Edit]] = [[] for _ in range(neuron_set.num_layers)]
+    ordered = [t for t in spec.terms if t.sign == "-"] + [t for t in spec.terms if t.sign == "+"]
+    for term in ordered:
+        for layer in range(neuron_set.num_layers):
+            index = neuron_set.indices(term.language)[layer]
+            if index.numel() == 0:
+                continue
+            edits[layer].append(_edit_for(term, spec, neuron_set, layer, index))
+    return CompiledSteer(spec, edits)
+
+
+def _edit_for(term: SteerTerm, spec: SteerSpec, neuron_set, layer: int, index: torch.Tensor) -> _Edit:
+    if term.sign == "-":
+        c = spec.deactivate_value if term.strength is None else term.strength
+        return _Edit("set", index, torch.full((index.numel(),), c, dtype=torch.float32))
+    if spec.method == "multiply":
+        beta = spec.beta if term.strength is None else term.strength
+        return _Edit("scale", index, torch.full((index.numel(),), beta, dtype=torch.float32))
+    alpha = spec.alpha if term.strength is None else term.strength
+    mu = neuron_set.means(term.language)[layer].float()
+    if spec.method == "add":
+        return _Edit("add", index, alpha * mu)
+    if spec.method == "replace":
+        return _Edit("set", index, alpha * mu)
+    rest = neuron_set.mean_of_others(term.language)[layer].float()
+    return _Edit("add", index, alpha * (mu - rest))
+
+
+# --- hooks ----------------------------------------------------------------------------------------
+
+
+class _PositionTracker:
+    """Knows, for the forward pass in progress, which token positions may be edited.
+
+    A pre-hook on the decoder reads the attention mask and the KV-cache length: a pass with an empty
+    cache holds the prompt, a pass with a non-empty cache holds generated tokens.
+    """
+
+    def __init__(self, positions: str):
+        self.positions = positions
+        self.mask: torch.Tensor | None = None  # [B, T] bool, None = edit every position
+        self.skip = False  # nothing to edit in this pass
+
+    def pre_hook(self, module, args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        length = _input_length(args, kwargs)
+        is_prompt = past == 0
+        self.skip = (self.positions == "prompt" and not is_prompt) or (self.positions == "generated" and is_prompt)
+        attention = kwargs.get("attention_mask")
+        if torch.is_tensor(attention) and attention.dim() == 2 and length is not None and not bool(attention.all()):
+            self.mask = attention[:, -length:].bool()
+        else:
+            self.mask = None
+
+
+def _input_length(args, kwargs) -> int | None:
+    for candidate in (kwargs.get("input_ids"), args[0] if args else None, kwargs.get("inputs_embeds")):
+        if torch.is_tensor(candidate):
+            return candidate.shape[1]
+    return None
+
+
+def _apply_edits(g: torch.Tensor, edits: list[_Edit], mask: torch.Tensor | None) -> torch.Tensor:
+    if torch.is_grad_enabled():
+        g = g.clone()  # keep autograd's saved tensors intact when training with steering on
+    for edit in edits:
+        old = g[..., edit.index]
+        if edit.op == "set":
+            new = edit.values.expand_as(old)
+        elif edit.op == "add":
+            new = old + edit.values
+        else:
+            new = old * edit.values
+        if mask is not None:
+            new = torch.where(mask.unsqueeze(-1), new, old)
+        g[..., edit.index] = new.to(g.dtype)
+    return g
+
+
+class SteeringHandle:
+    """What :func:`steer` yields: the compiled spec, and ``remove()`` (called on exit)."""
+
+    def __init__(self, model, compiled: CompiledSteer, sites: NeuronSites):
+        self.compiled = compiled
+        self.tracker = _PositionTracker(compiled.spec.positions)
+        self._handles = []
+        decoder = unwrap_model(model).base_model
+        self._handles.append(decoder.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True))
+        for layer in compiled.touched_layers:
+            module = sites.activations[layer]
+            device = _module_device(sites.layers[layer])
+            edits = [replace(e, index=e.index.to(device), values=e.values.to(device)) for e in compiled.edits[layer]]
+            self._handles.append(module.register_forward_hook(self._hook(edits)))
+
+    def _hook(self, edits: list[_Edit]):
+        tracker = self.tracker
+
+        def edit(module, args, output):
+            if tracker.skip:
+                return None
+            return _apply_edits(output, edits, tracker.mask)
+
+        return edit
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def steer(model, neuron_set, spec: SteerSpec | str, **spec_args):
+    """Apply ``spec`` (a :class:`SteerSpec` or a string like ``"-en +de"``) to ``model`` inside the block.
+
+    >>> with steer(model, NeuronSet.load("gemma.safetensors"), "-en +de", alpha=1.5):
+    ...     model.generate(...)
+    """
+    if isinstance(spec, str) or spec is None:
+        spec = parse_steer(spec, **spec_args)
+    sites = resolve(model)
+    compiled = compile_steer(spec, neuron_set, sites)
+    handle = SteeringHandle(model, compiled, sites)
+    try:
+        yield handle
+    finally:
+        handle.remove()

@@ -1,0 +1,158 @@
+"""The ``lape`` lm-eval model: identical to ``hf`` without steering, identical to ``steered`` for
+additive specs, per-document grids, and the stock ``lm_eval`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from handmade_sets import make_set
+from lm_tasks import GRID_ROWS, write_tasks
+
+import lape_eval.lm  # noqa: F401  registers the model
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    from lm_eval.tasks import TaskManager
+
+    folder = write_tasks(tmp_path_factory.mktemp("tasks"))
+    return TaskManager(include_path=str(folder), include_defaults=False)
+
+
+@pytest.fixture(scope="module")
+def neurons(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sets") / "tiny.safetensors"
+    make_set(width=96).save(path)
+    return str(path)
+
+
+def evaluate(model, model_args, task_names, tasks, batch_size=2):
+    from lm_eval import simple_evaluate
+
+    return simple_evaluate(model=model, model_args={"dtype": "float32", **model_args}, tasks=task_names,
+                           task_manager=tasks, device="cpu", batch_size=batch_size, bootstrap_iters=0,
+                           log_samples=True)
+
+
+def responses(results, task):
+    return [sample["resps"] for sample in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
+
+
+def loglikelihoods(results, task):
+    return torch.tensor([[r[0][0] for r in resps] for resps in responses(results, task)], dtype=torch.float64)
+
+
+def test_without_steering_lape_equals_hf_exactly(tasks, tiny_model_dir, neurons):
+    args = {"pretrained": str(tiny_model_dir("llama"))}
+    hf = evaluate("hf", args, ["tiny_mc", "tiny_gen"], tasks)
+    lape = evaluate("lape", {**args, "neurons": neurons}, ["tiny_mc", "tiny_gen"], tasks)
+    for task in ("tiny_mc", "tiny_gen"):
+        assert responses(lape, task) == responses(hf, task)
+    assert lape["config"]["lape"]["steer"] == "none"
+
+
+def _lora_adapter(model_dir, out):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "gate_proj"], init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.parametrize("with_peft", [False, True])
+@pytest.mark.parametrize("text, method", [("+de", "add"), ("+de +fr:0.5", "add"), ("+fr", "diffmean")])
+def test_additive_steering_equals_the_builtin_steered_model(tasks, tiny_model_dir, neurons, tmp_path, with_peft,
+                                                             text, method):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lape_eval.neuron_set import NeuronSet
+    from lape_eval.steered_export import save_steered
+    from lape_eval.steering import parse_steer
+
+    model_dir = str(tiny_model_dir("llama"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    extra = {}
+    if with_peft:
+        extra["peft"] = _lora_adapter(model_dir, tmp_path / "lora")
+        model = PeftModel.from_pretrained(model, extra["peft"])
+    spec = parse_steer(text, method=method, alpha=3.0)
+    steer_path = save_steered(model, NeuronSet.load(neurons), spec, tmp_path / "steer.pt")
+    stock = evaluate("steered", {"pretrained": model_dir, "steer_path": str(steer_path), **extra}, ["tiny_mc"], tasks)
+    lape = evaluate("lape", {"pretrained": model_dir, "neurons": neurons, "steer": text, "method": method,
+                             "alpha": 3.0, **extra}, ["tiny_mc"], tasks)
+    plain = evaluate("hf", {"pretrained": model_dir, **extra}, ["tiny_mc"], tasks)
+    torch.testing.assert_close(loglikelihoods(lape, "tiny_mc"), loglikelihoods(stock, "tiny_mc"), rtol=0, atol=1e-5)
+    assert (loglikelihoods(lape, "tiny_mc") - loglikelihoods(plain, "tiny_mc")).abs().max() > 1e-3
+
+
+def test_per_document_grid_equals_separate_runs_per_cell(tasks, tiny_model_dir, neurons):
+    args = {"pretrained": str(tiny_model_dir("llama")), "neurons": neurons, "alpha": 8.0}
+    grid = evaluate("lape", {**args, "steer": "doc"}, ["tiny_grid"], tasks, batch_size=1)
+    outputs = responses(grid, "tiny_grid")
+    assert grid["config"]["lape"]["steer"] == "doc"
+    seen = set()
+    for doc_id, row in enumerate(GRID_ROWS):
+        spec = f"-{row['source_lang']} +{row['target_lang']}"
+        single = evaluate("lape", {**args, "steer": spec}, ["tiny_grid"], tasks, batch_size=1)
+        assert responses(single, "tiny_grid")[doc_id] == outputs[doc_id], spec
+        seen.add(outputs[doc_id][0][0])
+    assert len(seen) > 1, "steering should change some generations"
+
+
+def test_results_record_the_steer_spec_and_the_neuron_set_hash(tasks, tiny_model_dir, neurons):
+    from lape_eval.neuron_set import NeuronSet
+
+    result = evaluate("lape", {"pretrained": str(tiny_model_dir("llama")), "neurons": neurons, "steer": "-en +de",
+                               "alpha": 2.0}, ["tiny_mc"], tasks)
+    recorded = result["config"]["lape"]
+    assert recorded["steer"] == "-en +de" and recorded["alpha"] == 2.0 and recorded["method"] == "add"
+    assert recorded["neuron_set"]["content_hash"] == NeuronSet.load(neurons).content_hash
+
+
+class TestBadModelArgs:
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            ({"steer": "+de"}, "steer= needs a neuron set"),
+            ({"steer": "+zh"}, "no neurons for 'zh'"),
+            ({"steer": "+xx"}, "Unknown language code 'xx'"),
+            ({"steer": "de"}, "a language needs a sign"),
+            ({"steer": "+de", "method": "boost"}, "Unknown steering method"),
+            ({"steer": "+de", "positions": "end"}, "Unknown positions"),
+            ({"steer": "+de", "alpha": -2}, "alpha must be ≥ 0"),
+            ({"steer": "+de", "alpha": "lots"}, "alpha must be a number"),
+            ({"neurons": "no-such-set"}, "No neuron set 'no-such-set'"),
+        ],
+    )
+    def test_errors_come_before_the_model_loads(self, args, message, neurons, monkeypatch):
+        from lm_eval.models.huggingface import HFLM
+
+        from lape_eval.errors import LapeEvalError
+        from lape_eval.lm import LapeLM
+
+        def no_model_load(*a, **k):
+            raise AssertionError("the model was loaded before the arguments were checked")
+
+        monkeypatch.setattr(HFLM, "__init__", no_model_load)
+        kwargs = {"neurons": neurons, **args} if "steer" in args and args != {"steer": "+de"} else args
+        with pytest.raises(LapeEvalError, match=message):
+            LapeLM(pretrained="unused", **kwargs)
+
+    def test_neuron_set_of_another_shape(self, tiny_model_dir, tmp_path):
+        from lape_eval.errors import LapeEvalError
+        from lape_eval.lm import LapeLM
+
+        path = tmp_path / "wide.safetensors"
+        make_set(width=4096).save(path)
+        with pytest.raises(LapeEvalError, match="4096 neurons"):
+            LapeLM(pretrained=str(tiny_model_dir("llama")), neurons=str(path), steer="+de", device="cpu")
