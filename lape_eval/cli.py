@@ -104,5 +104,146 @@ def _init_distributed() -> int | None:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+# --------------------------------------------------------------------------------------------------
+# Neuron sets: identify, inspect, import-masks, export-masks (lape_eval/neuron_set.py does the work)
+
+
+@cli.command()
+@click.argument("stats_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the set files (created): OUT/NAME-<rate>pct.safetensors.")
+@click.option("--name", default=None, help="File name stem (default: <model>-<corpus>, e.g. gemma-3-270m-gguf-udhr).")
+@click.option("--top-rates", default="0.01", show_default=True,
+              help="Comma-separated fractions of all neurons to keep, each in (0, 1); one set file per rate.")
+@click.option("--languages", default=None, help="Comma-separated subset of the languages in the statistics "
+              "(default: all of them). The thresholds depend on the language set.")
+@click.option("--filter-quantile", type=float, default=0.95, show_default=True,
+              help="Quantile of all activation probabilities below which a neuron is specific to no language.")
+@click.option("--activation-bar-quantile", type=float, default=0.95, show_default=True,
+              help="Quantile a kept neuron's probability must exceed for it to belong to a language.")
+def identify(stats_dirs, out_dir, name, top_rates, languages, filter_quantile, activation_bar_quantile):
+    """Select LAPE language neurons from STATS_DIR(s) made by `collect`; write one neuron set per rate."""
+    from pathlib import Path
+
+    from .languages import parse_languages
+    from .neuron_set import Table, default_set_name, identify_neuron_sets, parse_top_rates, rate_label, render, set_file_name
+
+    rates = parse_top_rates(top_rates)  # validate everything cheap before loading statistics
+    codes = parse_languages(languages) if languages else None
+    if name is not None and (not name or "/" in name or "\\" in name):
+        raise LapeEvalError(f"--name {name!r} must be a plain file name stem; put the folder in --out.")
+    params = {"statistics": list(stats_dirs), "languages": codes, "top_rates": rates,
+              "filter_quantile": filter_quantile, "activation_bar_quantile": activation_bar_quantile, "name": name}
+    sets = identify_neuron_sets([Path(d) for d in stats_dirs], rates, codes, filter_quantile,
+                                activation_bar_quantile, created_by={"command": "lape-eval identify", **params})
+    first = next(iter(sets.values()))
+    name = name or default_set_name(first.info["model"]["id"], first.info["statistics"]["corpus"])
+    files = {rate: Path(out_dir) / set_file_name(name, rate) for rate in rates}
+    for rate, neuron_set in sets.items():
+        neuron_set.save(files[rate])
+    rows = [[lang, *(sets[r].neuron_count(lang) for r in rates)] for lang in first.languages]
+    rows.append(["unique", *(sets[r].unique_neuron_count for r in rates)])
+    title = f"Language neurons of {first.info['model']['id']} ({first.num_layers} layers × {first.width}) per top rate"
+    click.echo(render([Table(title, ["language", *map(rate_label, rates)], rows)]), nl=False)
+    for rate in rates:
+        click.echo(f"wrote {files[rate]}")
+
+
+@cli.command("inspect")
+@click.argument("neuron_set")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True)
+@click.option("--languages", default=None, help="Comma-separated languages to show (default: all in the set).")
+def inspect_neuron_set(neuron_set, fmt, languages):
+    """Show a neuron set (a file, or the name of a shipped set): neurons per language and layer, overlaps."""
+    from .neuron_set import describe, inspection_tables, render, resolve_neuron_set
+
+    loaded = resolve_neuron_set(neuron_set)
+    tables = inspection_tables(loaded, languages.replace(",", " ").split() if languages else None)
+    click.echo(render(tables, fmt, facts=None if fmt == "csv" else describe(loaded)), nl=False)
+
+
+@cli.command("import-masks")
+@click.argument("mask_file", type=click.Path(dir_okay=False))
+@click.option("--languages", required=True,
+              help="Comma-separated codes in the file's language order ('all': the paper's 21, in its order).")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Neuron set file to write.")
+@click.option("--stats", "stats_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Statistics folder(s) of the same model: give the width and the mean activations steering needs.")
+@click.option("--width", type=int, default=None, help="MLP intermediate size (needed without --stats).")
+@click.option("--model", "model_name", default=None, help="Model the masks belong to (recorded in the metadata).")
+@click.option("--top-rate", type=float, default=None, help="Top rate the masks were made with (recorded).")
+def import_masks(mask_file, languages, out_file, stats_dirs, width, model_name, top_rate):
+    """Convert a reference activation mask (torch.save'd list[language][layer] of index tensors).
+
+    The file is read with torch.load(weights_only=True): anything but plain tensors is refused
+    without running code from it.
+    """
+    from .languages import parse_languages
+    from .neuron_set import import_reference_masks
+
+    codes = languages.replace(",", " ").split()
+    codes = parse_languages("all") if codes == ["all"] else codes
+    parse_languages(codes)  # unknown codes are an error (duplicates are checked by the import)
+    if top_rate is not None and not 0 < top_rate < 1:
+        raise LapeEvalError(f"--top-rate must be in the open interval (0, 1); got {top_rate}.")
+    statistics = None
+    if stats_dirs:
+        from .stats import load_statistics
+
+        statistics = load_statistics(list(stats_dirs), codes)
+    neuron_set = import_reference_masks(mask_file, codes, width=width, statistics=statistics, model=model_name,
+                                        top_rate=top_rate)
+    neuron_set.save(out_file)
+    means = "with mean activations" if neuron_set.has_means else "without mean activations (deactivation only)"
+    click.echo(f"wrote {out_file}: {len(neuron_set.languages)} languages, {neuron_set.num_layers} layers × "
+               f"{neuron_set.width}, {neuron_set.unique_neuron_count} unique neurons, {means}")
+
+
+@cli.command("export-masks")
+@click.argument("neuron_set")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Mask file to write.")
+def export_masks(neuron_set, out_file):
+    """Write a neuron set in the reference format (list[language][layer] of int64 index tensors)."""
+    from .neuron_set import export_reference_masks, resolve_neuron_set
+
+    loaded = resolve_neuron_set(neuron_set)
+    export_reference_masks(loaded, out_file)
+    click.echo(f"wrote {out_file}: language order {','.join(loaded.languages)}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("lm_eval_args", nargs=-1, type=click.UNPROCESSED)
+def run(lm_eval_args):
+    """Run lm_eval with lape-eval's tasks and models available: lape-eval run --model lape ...
+
+    Every argument is passed to lm_eval unchanged; lape-eval's task folder is added to
+    --include_path (merged with yours if you give one).
+    """
+    from ._lm_eval_hook import register_lape_model
+    from .resources import tasks_folder
+
+    import lm_eval.models  # noqa: F401  built-in models first, then ours (see _lm_eval_hook)
+    from lm_eval.__main__ import cli_evaluate
+
+    register_lape_model()
+    _add_task_folder(tasks_folder())
+    sys.argv = ["lm_eval", *lm_eval_args]
+    cli_evaluate()
+
+
+def _add_task_folder(folder) -> None:
+    """Make every TaskManager of this process also index ``folder`` (lm_eval's --include_path takes
+    one folder, and we must not take it away from the user)."""
+    from lm_eval.tasks import TaskManager
+
+    original = TaskManager.__init__
+
+    def __init__(self, *args, include_path=None, **kwargs):
+        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        original(self, *args, include_path=[str(folder), *paths], **kwargs)
+
+    TaskManager.__init__ = __init__
+
+
 def main() -> None:
     cli(prog_name="lape-eval")

@@ -78,6 +78,22 @@ class ActivationRecorder:
 
     Call :meth:`set_count_mask` before each forward pass. Use as a context manager; the hooks are
     removed on exit even if the forward raises.
+
+    The hook is on the hot path (once per layer and batch), so it avoids the slow generic reductions
+    where it can. A batch whose uncounted positions all sit in the first column (full packed rows,
+    with or without a BOS there: every batch of ``collect`` but a language's last) takes the
+    *matmul path*: with ``w`` the [B, T] count mask as float32,
+
+    * ``counts += w_flat @ (g > 0)``: one GEMV over a float32 0/1 copy of ``g > 0`` written into a
+      reused scratch buffer. Every partial sum is an integer below 2**24, hence exact in float32: the
+      counts are bit-identical to ``(g[mask] > 0).sum(0)``;
+    * ``sums += Σ_b (w_b @ g_b)``: one batched GEMV per sequence, then the per-sequence sums added in
+      float64 (as accurate as the float32 ``sum`` of the gathered rows; no gather copy).
+
+    It is about 3x cheaper than ``index_select`` + ``(g > 0).sum(0)`` (a bool -> int64 column
+    reduction) + ``g.sum(0)``. Other batches (padding inside rows), batches of 2**24 positions or more,
+    and float32 matmuls at reduced precision (TF32 / bf16, which would round ``g``) take the plain
+    path: gather the counted rows, reduce.
     """
 
     def __init__(self, sites: NeuronSites, device: torch.device | str):
@@ -86,26 +102,52 @@ class ActivationRecorder:
         self.positive_counts = torch.zeros(num_layers, width, dtype=torch.int64, device=device)
         self.activation_sums = torch.zeros(num_layers, width, dtype=torch.float64, device=device)
         self.tokens = torch.zeros(1, dtype=torch.int64, device=device)
-        self._rows: torch.Tensor | None = None
+        self._rows: torch.Tensor | None = None  # plain path: counted rows of the flattened batch (None: all)
+        self._weights: torch.Tensor | None = None  # matmul path: [B, 1, T] float32 count mask
+        self._scratch: torch.Tensor | None = None  # matmul path: float32 buffer of g's shape, reused
         self._handles: list = []
 
     def set_count_mask(self, count_mask: torch.Tensor) -> None:
         flat = count_mask.reshape(-1)
-        # Packed corpora are almost all full rows: skip the gather when every position counts.
-        self._rows = None if bool(flat.all()) else flat.nonzero().squeeze(1)
         self.tokens += flat.sum()
+        self._rows = self._weights = None
+        if (count_mask.dim() == 2 and flat.numel() < _EXACT_FLOAT32_INTEGERS
+                and _full_precision_float32_matmul(count_mask.device) and bool(count_mask[:, 1:].all())):
+            self._weights = count_mask.to(torch.float32).unsqueeze(1)
+        elif not bool(flat.all()):
+            self._rows = flat.nonzero().squeeze(1)
 
     def _hook(self, layer: int):
         counts, sums = self.positive_counts[layer], self.activation_sums[layer]
 
         def record(module, args, output):
-            g = output.detach().reshape(-1, output.shape[-1])
+            g = output.detach()
+            if self._weights is not None:
+                self._record_matmul(g, counts, sums)
+                return
+            g = g.reshape(-1, g.shape[-1])
             if self._rows is not None:
                 g = g.index_select(0, self._rows)
-            counts.add_((g > 0).sum(0))
+            counts.add_((g > 0).sum(0, dtype=torch.int32))  # int32: much faster than the default int64
             sums.add_(g.sum(0, dtype=torch.float32))
 
         return record
+
+    def _record_matmul(self, g: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor) -> None:
+        weights = self._weights  # [B, 1, T]
+        batch, _, length = weights.shape
+        g = g.reshape(batch, length, g.shape[-1])
+        scratch = self._scratch
+        if scratch is None or scratch.shape != g.shape or scratch.device != g.device:
+            scratch = self._scratch = torch.empty(g.shape, dtype=torch.float32, device=g.device)
+        if g.dtype == torch.float32:
+            sums.add_(torch.bmm(weights, g).sum((0, 1), dtype=torch.float64))
+            positive = torch.gt(g, 0, out=scratch)  # 1.0 where g > 0, else 0.0
+        else:  # half precision: upcast once, sum in float32, then compare in place
+            scratch.copy_(g)
+            sums.add_(torch.bmm(weights, scratch).sum((0, 1), dtype=torch.float64))
+            positive = scratch.gt_(0)
+        counts.add_((weights.view(1, -1) @ positive.view(batch * length, -1)).view(-1).to(torch.int64))
 
     def __enter__(self):
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.sites.activations)]
@@ -115,6 +157,7 @@ class ActivationRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._scratch = None
 
     def state(self) -> list[torch.Tensor]:
         return [self.positive_counts, self.activation_sums, self.tokens]
@@ -122,6 +165,21 @@ class ActivationRecorder:
     def reset(self) -> None:
         for tensor in self.state():
             tensor.zero_()
+
+
+_EXACT_FLOAT32_INTEGERS = 2**24  # float32 holds every integer up to here exactly
+
+
+def _full_precision_float32_matmul(device: torch.device) -> bool:
+    """Whether float32 matmuls on ``device`` run in full float32 (no TF32 / bf16 rounding of inputs)."""
+    if device.type not in ("cpu", "cuda"):
+        return False
+    try:
+        if torch.get_float32_matmul_precision() != "highest":
+            return False
+        return device.type == "cpu" or not torch.backends.cuda.matmul.allow_tf32
+    except RuntimeError:  # precision set through the new per-backend API: do not guess
+        return False
 
 
 @dataclass

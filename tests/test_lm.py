@@ -156,3 +156,39 @@ class TestBadModelArgs:
         make_set(width=4096).save(path)
         with pytest.raises(LapeEvalError, match="4096 neurons"):
             LapeLM(pretrained=str(tiny_model_dir("llama")), neurons=str(path), steer="+de", device="cpu")
+
+
+def _lm_eval_cli(executable, model, model_args, include_path, out):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [executable, "--model", model, "--model_args", model_args, "--tasks", "tiny_mc",
+               "--include_path", str(include_path), "--device", "cpu", "--batch_size", "2", "--output_path", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _bin(name):
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def test_stock_lm_eval_command_finds_lape_and_keeps_hf(tmp_path, tiny_model_dir, neurons):
+    folder = write_tasks(tmp_path / "tasks")
+    model = tiny_model_dir("llama")
+    steered = _lm_eval_cli(_bin("lm_eval"), "lape", f"pretrained={model},neurons={neurons},steer=-en +de,dtype=float32",
+                           folder, tmp_path / "lape")
+    assert steered.returncode == 0, steered.stderr[-3000:]
+    assert "tiny_mc" in steered.stdout
+    results = json.loads(next((tmp_path / "lape").rglob("results_*.json")).read_text())
+    assert results["config"]["lape"]["steer"] == "-en +de"
+    plain = _lm_eval_cli(_bin("lm_eval"), "hf", f"pretrained={model},dtype=float32", folder, tmp_path / "hf")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "tiny_mc" in plain.stdout
+
+
+def test_lape_eval_run_passes_through_to_lm_eval(tmp_path, tiny_model_dir, neurons):
+    folder = write_tasks(tmp_path / "tasks")
+    command = [_bin("lape-eval"), "run", "--model", "lape", "--model_args",
+               f"pretrained={tiny_model_dir('llama')},neurons={neurons},steer=+fr,dtype=float32", "--tasks", "tiny_mc",
+               "--include_path", str(folder), "--device", "cpu", "--batch_size", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tiny_mc" in result.stdout

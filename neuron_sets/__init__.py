@@ -1,0 +1,1 @@
+"""Neuron sets shipped with lape-eval (package ``lape_eval.neuron_sets``)."""
