@@ -211,6 +211,39 @@ def export_masks(neuron_set, out_file):
     click.echo(f"wrote {out_file}: language order {','.join(loaded.languages)}")
 
 
+@cli.command()
+@click.argument("neuron_set")
+@model_options
+@click.option("--languages", default=None, help="Languages to evaluate and ablate (default: all in the set).")
+@click.option("--corpus", default="udhr:heldout", show_default=True, help="Held-out text (same sources as collect).")
+@click.option("--max-tokens", type=int, default=256, show_default=True, help="Held-out tokens per language.")
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+def ablate(neuron_set, model_name, revision, dtype, device, trust_remote_code, languages, corpus, max_tokens, out_file):
+    """Zero each language's neurons and measure held-out loss on every language.
+
+    A set is language-specific when zeroing a language's neurons raises that language's loss
+    more than the mean rise on the other languages.
+    """
+    from .ablation import ablate as run_ablation
+    from .artifacts import write_json
+    from .corpus import CorpusSpec
+    from .languages import parse_languages
+    from .models import default_device, load_model
+    from .neuron_set import resolve_neuron_set
+
+    ns = resolve_neuron_set(neuron_set)
+    codes = parse_languages(languages) if languages else list(ns.languages)
+    loaded = load_model(model_name, dtype=dtype, device=device or default_device(), revision=revision,
+                        trust_remote_code=trust_remote_code)
+    report = run_ablation(loaded.model, loaded.tokenizer, ns, languages=codes,
+                          ablated=[c for c in codes if c in ns.languages], corpus=CorpusSpec(corpus),
+                          max_tokens=max_tokens)
+    click.echo(report.table())
+    if out_file:
+        write_json(out_file, {"neuron_set": neuron_set, "content_hash": ns.content_hash, "model": model_name,
+                              "corpus": corpus, "max_tokens": max_tokens, **report.to_dict()})
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("lm_eval_args", nargs=-1, type=click.UNPROCESSED)
 def run(lm_eval_args):

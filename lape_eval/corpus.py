@@ -3,6 +3,7 @@
 A corpus spec names where each language's documents come from:
 
 * ``udhr`` — the bundled Universal Declaration of Human Rights (all 21 paper languages);
+  ``udhr:identify`` is its articles 1–22 (with the preamble), ``udhr:heldout`` articles 23–30;
 * a folder path (or ``dir:PATH``) — ``PATH/<lang>.txt`` (documents separated by blank lines) or
   ``PATH/<lang>.jsonl`` (one JSON object per line, text in ``text_field``);
 * ``jsonl:TEMPLATE`` — e.g. ``jsonl:data/{lang}.jsonl``;
@@ -68,17 +69,17 @@ class CorpusSpec:
     text_field: str = "text"
 
     def describe(self) -> str:
-        return self.source if self.source == "udhr" else f"{self.source} (field {self.text_field})"
+        return self.source if self.source.startswith("udhr") else f"{self.source} (field {self.text_field})"
 
     def documents(self, lang: str) -> Iterator[str]:
         """The language's documents in a fixed, reproducible order."""
         get_language(lang)
         source = self.source
-        if source == "udhr":
+        if source == "udhr" or source.startswith("udhr:"):
             from .udhr import udhr_paragraphs
 
             try:
-                yield from udhr_paragraphs(lang)
+                yield from udhr_paragraphs(lang, source.partition(":")[2] or "all")
             except ValueError as error:
                 raise LapeEvalError(str(error)) from None
         elif source in HUB_DATASETS:

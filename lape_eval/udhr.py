@@ -55,10 +55,23 @@ def _units(lang: str) -> dict[UdhrKey, str]:
         ) from None
 
 
-def udhr_paragraphs(lang: str) -> list[str]:
+# Articles 23-30 (about a quarter of the text) are held out: neuron sets are identified on the rest
+# ("identify" split), and held-out losses / translation checks use these.
+HELDOUT_FROM_ARTICLE = 23
+SPLITS = ("all", "identify", "heldout")
+
+
+def in_split(key: UdhrKey, split: str) -> bool:
+    if split not in SPLITS:
+        raise ValueError(f"Unknown UDHR split {split!r}: use one of {', '.join(SPLITS)}.")
+    heldout = key[0] >= HELDOUT_FROM_ARTICLE
+    return split == "all" or (split == "heldout") == heldout
+
+
+def udhr_paragraphs(lang: str, split: str = "all") -> list[str]:
     """The texts of one language, preamble first, in (article, paragraph) order."""
     units = _units(lang)
-    return [units[key] for key in sorted(units)]
+    return [units[key] for key in sorted(units) if in_split(key, split)]
 
 
 def udhr_aligned(langs: Iterable[str]) -> list[tuple[UdhrKey, dict[str, str]]]:
