@@ -41,12 +41,13 @@ class LapeLM(HFLM):
         beta: float = 1.0,
         deactivate_value: float = 0.0,
         positions: str = "all",
+        language_alphas: str | None = None,
         doc_template: str = DEFAULT_DOC_TEMPLATE,
         **kwargs,
     ):
         # Everything a user can get wrong is checked before the (slow) model load.
         self._steer_args = dict(method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
-                                positions=positions)
+                                positions=positions, language_alphas=language_alphas)
         self._per_document = str(steer).strip().lower() == PER_DOCUMENT if steer is not None else False
         self._doc_template = doc_template
         self._global_spec = parse_steer(None if self._per_document else steer, **self._steer_args)
@@ -132,7 +133,7 @@ class LapeLM(HFLM):
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
-        steer = {"per_document": self._per_document, **self._global_spec.describe(), **self._steer_args}
+        steer = {"per_document": self._per_document, **self._steer_args, **self._global_spec.describe()}
         if self._per_document:
             steer["steer"] = PER_DOCUMENT
             steer["doc_template"] = self._doc_template

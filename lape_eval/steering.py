@@ -15,7 +15,8 @@ diffmean    g ← g + α·(μ(lang) − mean of μ over the other languages) ``a
 A ``-`` term sets the language's neurons to ``deactivate_value`` (c, default 0). Deactivations are
 applied first, then activations in the order written, at every layer the neuron set covers (method
 spec §1, §5). μ is the set's mean activation of those neurons on each language's corpus. A term can
-carry its own strength: ``"-en +zh:0.5"`` (α = 0.5 for zh; for ``-`` terms, the constant c).
+carry its own strength: ``"-en +zh:0.5"`` (α = 0.5 for zh; for ``-`` terms, the constant c), and
+``language_alphas`` gives per-language defaults (``"zh:0.5 de:1.5"``), e.g. from a calibration.
 
 ``positions`` chooses the tokens that are edited: ``all`` (the paper), ``prompt`` (tokens of the
 input), ``generated`` (tokens produced by generation). With the KV cache, the first forward pass of a
@@ -61,6 +62,17 @@ class SteerSpec:
     beta: float = 1.0
     deactivate_value: float = 0.0
     positions: str = "all"
+    language_alphas: tuple[tuple[str, float], ...] = ()  # per-language α for '+' terms without a strength
+
+    def strength_of(self, term: SteerTerm) -> float:
+        """The α, β or c that ``term`` uses."""
+        if term.strength is not None:
+            return term.strength
+        if term.sign == "-":
+            return self.deactivate_value
+        if self.method == "multiply":
+            return self.beta
+        return dict(self.language_alphas).get(term.language, self.alpha)
 
     @property
     def is_identity(self) -> bool:
@@ -77,7 +89,8 @@ class SteerSpec:
     def describe(self) -> dict:
         """Everything needed to reproduce the run (goes into lm-eval's results JSON)."""
         return {"steer": " ".join(map(str, self.terms)) or "none", "method": self.method, "alpha": self.alpha,
-                "beta": self.beta, "deactivate_value": self.deactivate_value, "positions": self.positions}
+                "beta": self.beta, "deactivate_value": self.deactivate_value, "positions": self.positions,
+                "language_alphas": dict(self.language_alphas)}
 
     def __str__(self) -> str:
         return self.describe()["steer"]
@@ -95,6 +108,7 @@ def parse_steer(
     beta: float | str = 1.0,
     deactivate_value: float | str = 0.0,
     positions: str = "all",
+    language_alphas: str | dict | None = None,
 ) -> SteerSpec:
     """Parse ``"-en +de"`` (terms separated by spaces or commas) and check every argument."""
     method = str(method).strip().lower()
@@ -125,7 +139,34 @@ def parse_steer(
                             minimum=0.0 if sign == "+" and method != "multiply" else None)
         terms.append(SteerTerm(sign, code, value))
         position = match.end()
-    return SteerSpec(tuple(terms), method, alpha, beta, deactivate_value, positions)
+    return SteerSpec(tuple(terms), method, alpha, beta, deactivate_value, positions,
+                     _parse_language_alphas(language_alphas))
+
+
+def _parse_language_alphas(value: str | dict | None) -> tuple[tuple[str, float], ...]:
+    """``"zh:0.5 de:1.5"``, a dict, or a JSON file holding such a dict (e.g. a calibration's output)."""
+    if value is None or value == "" or value == {}:
+        return ()
+    if isinstance(value, str) and value.endswith(".json"):
+        import json
+        from pathlib import Path
+
+        try:
+            value = json.loads(Path(value).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise LapeEvalError(f"Cannot read language_alphas from {value}: {error}.") from None
+    if isinstance(value, str):
+        pairs = []
+        for item in value.replace(",", " ").split():
+            code, sep, number = item.partition(":")
+            if not sep:
+                raise LapeEvalError(f"language_alphas: write LANG:ALPHA pairs, e.g. 'zh:0.5 de:1.5' (got {item!r}).")
+            pairs.append((code, number))
+        value = dict(pairs)
+    if not isinstance(value, dict):
+        raise LapeEvalError("language_alphas must be 'LANG:ALPHA ...', a dict, or a .json file holding a dict.")
+    return tuple((get_language(code).code, _number(f"language_alphas[{code}]", alpha, minimum=0.0))
+                 for code, alpha in sorted(value.items()))
 
 
 def _term_error(text: str, position: int) -> str:
@@ -207,20 +248,18 @@ def compile_steer(spec: SteerSpec, neuron_set, sites: NeuronSites | None = None)
 
 
 def _edit_for(term: SteerTerm, spec: SteerSpec, neuron_set, layer: int, index: torch.Tensor) -> _Edit:
+    strength = spec.strength_of(term)
     if term.sign == "-":
-        c = spec.deactivate_value if term.strength is None else term.strength
-        return _Edit("set", index, torch.full((index.numel(),), c, dtype=torch.float32))
+        return _Edit("set", index, torch.full((index.numel(),), strength, dtype=torch.float32))
     if spec.method == "multiply":
-        beta = spec.beta if term.strength is None else term.strength
-        return _Edit("scale", index, torch.full((index.numel(),), beta, dtype=torch.float32))
-    alpha = spec.alpha if term.strength is None else term.strength
+        return _Edit("scale", index, torch.full((index.numel(),), strength, dtype=torch.float32))
     mu = neuron_set.means(term.language)[layer].float()
     if spec.method == "add":
-        return _Edit("add", index, alpha * mu)
+        return _Edit("add", index, strength * mu)
     if spec.method == "replace":
-        return _Edit("set", index, alpha * mu)
+        return _Edit("set", index, strength * mu)
     rest = neuron_set.mean_of_others(term.language)[layer].float()
-    return _Edit("add", index, alpha * (mu - rest))
+    return _Edit("add", index, strength * (mu - rest))
 
 
 # --- hooks ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from lape_eval.arch import resolve
 from lape_eval.errors import LapeEvalError
 from lape_eval.neuron_set import NeuronSet
 from handmade_sets import LANGS, make_set, mu, picks
-from lape_eval.steering import parse_steer, steer
+from lape_eval.steering import SteerTerm, parse_steer, steer
 from tiny_models import build_model, build_tokenizer
 
 def expected_gate(g: torch.Tensor, layer: int, ns: NeuronSet, spec) -> torch.Tensor:
@@ -186,3 +186,25 @@ class TestBadSpecs:
                 pass
         with steer(model, ns, "-en +de", method="multiply", beta=0.5):
             pass
+
+
+def test_language_alphas_set_per_language_defaults_and_terms_override_them(tmp_path):
+    import json
+
+    spec = parse_steer("-en +de +fr:0.25", alpha=1.0, language_alphas="de:2.5 fr:9")
+    strengths = {str(t): spec.strength_of(t) for t in spec.terms}
+    assert strengths == {"-en": 0.0, "+de": 2.5, "+fr:0.25": 0.25}
+    path = tmp_path / "alphas.json"
+    path.write_text(json.dumps({"de": 3}))
+    assert parse_steer("+de", language_alphas=str(path)).strength_of(SteerTerm("+", "de")) == 3.0
+    model = build_model("llama")
+    ns = make_set(resolve(model).width)
+    ids = torch.tensor([[5, 17, 42, 8]])
+    with torch.no_grad():
+        with steer(model, ns, "+de", language_alphas={"de": 2.5}):
+            by_table = model(input_ids=ids).logits
+        with steer(model, ns, "+de:2.5"):
+            by_term = model(input_ids=ids).logits
+    assert torch.equal(by_table, by_term)
+    with pytest.raises(LapeEvalError, match="LANG:ALPHA"):
+        parse_steer("+de", language_alphas="de=2")
