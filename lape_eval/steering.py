@@ -155,6 +155,8 @@ def _parse_language_alphas(value: str | dict | None) -> tuple[tuple[str, float],
             value = json.loads(Path(value).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
             raise LapeEvalError(f"Cannot read language_alphas from {value}: {error}.") from None
+        if isinstance(value, dict) and "language_alphas" in value:  # a `lape-eval calibrate` output
+            value = value["language_alphas"]
     if isinstance(value, str):
         pairs = []
         for item in value.replace(",", " ").split():
