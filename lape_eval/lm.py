@@ -3,7 +3,9 @@
 ``lm_eval --model lape --model_args pretrained=...,neurons=...,steer='-en +de'`` evaluates the
 model with the steer spec applied to every forward pass (log-likelihoods and generation). Every
 HFLM argument works as with ``hf`` (``peft``, ``dtype``, ``batch_size``, ``device``,
-``parallelize``, ...). With no ``steer`` the model behaves exactly like ``hf``.
+``parallelize``, ...). With no ``steer`` the model behaves exactly like ``hf``. ``neuron_delta=PATH``
+merges a subnetwork fine-tune (``lape-eval finetune``) into the weights after loading; it composes
+with ``peft`` and with steering.
 
 ``steer=doc`` steers per document: the spec comes from the document's ``steer`` field, or else from
 ``doc_template`` (default ``-{source_lang} +{target_lang}``) filled with the document's fields.
@@ -12,6 +14,7 @@ Requests are grouped by spec so that one run with one model load evaluates a who
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 
@@ -43,6 +46,7 @@ class LapeLM(HFLM):
         positions: str = "all",
         language_alphas: str | None = None,
         doc_template: str = DEFAULT_DOC_TEMPLATE,
+        neuron_delta: str | None = None,
         **kwargs,
     ):
         # Everything a user can get wrong is checked before the (slow) model load.
@@ -62,9 +66,16 @@ class LapeLM(HFLM):
                                 "to --model_args.")
         if self._neuron_set is not None and not self._per_document:
             compile_steer(self._global_spec, self._neuron_set)  # languages present, means available
+        self._neuron_delta = None  # a subnetwork fine-tune (lape-eval finetune), merged after loading
+        if neuron_delta is not None:
+            from .delta import NeuronDelta
+
+            self._neuron_delta = (str(neuron_delta), NeuronDelta.load(str(neuron_delta)))
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
+        if self._neuron_delta is not None:
+            self._neuron_delta[1].apply(self.model)
         from .arch import resolve
 
         self._sites = resolve(self.model) if self._neuron_set is not None else None
@@ -127,7 +138,23 @@ class LapeLM(HFLM):
         return self._grouped(requests, super().loglikelihood_rolling, disable_tqdm=disable_tqdm)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        return self._grouped(requests, super().generate_until, disable_tqdm=disable_tqdm)
+        return self._grouped(requests, self._generate_unique, disable_tqdm=disable_tqdm)
+
+    def _generate_unique(self, requests, disable_tqdm: bool = False):
+        """Greedy decoding of the same prompt gives the same text: generate each distinct request once.
+
+        A forcing grid asks every question once per target language; unsteered (or steered with the
+        same spec) those requests are identical.
+        """
+        keys, unique = [], {}
+        for request in requests:
+            context, gen_kwargs = request.args
+            greedy = not gen_kwargs.get("do_sample", False)
+            key = (context, json.dumps(gen_kwargs, sort_keys=True, default=str)) if greedy else id(request)
+            keys.append(key)
+            unique.setdefault(key, request)
+        outputs = dict(zip(unique, super().generate_until(list(unique.values()), disable_tqdm=disable_tqdm)))
+        return [outputs[key] for key in keys]
 
     # --- provenance ---------------------------------------------------------------------------
 
@@ -142,5 +169,7 @@ class LapeLM(HFLM):
             steer["neuron_set"] = {"source": self._neurons_source, "content_hash": ns.content_hash,
                                    "languages": ns.languages, "model": ns.info.get("model"),
                                    "selection": ns.info.get("selection")}
+        if self._neuron_delta is not None:
+            steer["neuron_delta"] = {"source": self._neuron_delta[0], **self._neuron_delta[1].describe()}
         info["lape"] = steer
         return info

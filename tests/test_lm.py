@@ -192,3 +192,22 @@ def test_lape_eval_run_passes_through_to_lm_eval(tmp_path, tiny_model_dir, neuro
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tiny_mc" in result.stdout
+
+
+def test_identical_greedy_requests_are_generated_once(tasks, tiny_model_dir, neurons, monkeypatch):
+    from lm_eval.models.huggingface import HFLM
+
+    calls = []
+    original = HFLM.generate_until
+
+    def counting(self, requests, disable_tqdm=False):
+        calls.append(len(requests))
+        return original(self, requests, disable_tqdm=disable_tqdm)
+
+    monkeypatch.setattr(HFLM, "generate_until", counting)
+    result = evaluate("lape", {"pretrained": str(tiny_model_dir("llama")), "neurons": neurons}, ["tiny_grid"], tasks)
+    assert calls == [2]  # 6 documents, 2 distinct questions, one spec (unsteered)
+    by_question = {}
+    for sample in result["samples"]["tiny_grid"]:
+        by_question.setdefault(sample["doc"]["question"], set()).add(sample["resps"][0][0])
+    assert all(len(answers) == 1 for answers in by_question.values())
