@@ -19,6 +19,7 @@ import logging
 from collections import defaultdict
 
 from lm_eval.api.instance import Instance
+from lm_eval.api.model import CacheHook
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
@@ -66,6 +67,13 @@ class LapeLM(HFLM):
                                 "to --model_args.")
         if self._neuron_set is not None and not self._per_document:
             compile_steer(self._global_spec, self._neuron_set)  # languages present, means available
+        if kwargs.get("tp_plan") is not None and (self._per_document or not self._global_spec.is_identity):
+            raise LapeEvalError(
+                "Steering does not work with tensor parallelism (tp_plan=...): it splits every MLP's neurons "
+                "over the processes, and the neuron indices of a set refer to whole layers. Use "
+                "parallelize=True (whole layers per GPU) or data parallelism (accelerate launch -m lm_eval); "
+                "see docs/scale-out.md."
+            )
         self._neuron_delta = None  # a subnetwork fine-tune (lape-eval finetune), merged after loading
         if neuron_delta is not None:
             from .delta import NeuronDelta
@@ -82,6 +90,11 @@ class LapeLM(HFLM):
         if self._neuron_set is not None:
             self._neuron_set.check_model(self._sites)
         self._compiled: dict[str, object] = {}
+        if self._per_document and self.world_size > 1 and getattr(self, "batch_schedule", 1) != 1:
+            # HFLM re-detects auto:N batch sizes at request positions, and ranks hold groups of
+            # different sizes: they would wait for each other's detections forever.
+            raise LapeEvalError("steer=doc with data parallelism needs batch_size=auto or a number, not "
+                                f"auto:N (got auto:{self.batch_schedule:g}).")
         log.info("lape: steer=%s neurons=%s", "doc" if self._per_document else self._global_spec,
                  neurons)
 
@@ -120,7 +133,23 @@ class LapeLM(HFLM):
             specs.setdefault(repr(spec), spec)
             groups[repr(spec)].append(position)
         results: list = [None] * len(requests)
-        for key, positions in groups.items():
+        keys = list(groups)
+        if self._per_document and self.world_size > 1:
+            keys = self._keys_of_every_rank(keys)
+        for key in keys:
+            positions = groups.get(key)
+            if positions is None:
+                # Another data-parallel rank has requests with this spec and this one has none. HFLM
+                # makes collective calls inside a request method (batch-size detection, padding of
+                # rolling windows), so every rank must make the same calls in the same order: run one
+                # stand-in request (output dropped, kept out of lm-eval's request cache) where a rank
+                # has nothing to do.
+                cache_hook, self.cache_hook = self.cache_hook, CacheHook(None)
+                try:
+                    run(requests[:1], **kwargs)
+                finally:
+                    self.cache_hook = cache_hook
+                continue
             handle = self._handle_for(specs[key])
             try:
                 outputs = run([requests[i] for i in positions], **kwargs)
@@ -130,6 +159,14 @@ class LapeLM(HFLM):
             for position, output in zip(positions, outputs):
                 results[position] = output
         return results
+
+    def _keys_of_every_rank(self, keys: list[str]) -> list[str]:
+        """The union of the ranks' steer specs, in the same order on every rank."""
+        import torch.distributed as dist
+
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, keys)
+        return sorted({key for rank_keys in gathered for key in rank_keys})
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return self._grouped(requests, super().loglikelihood, disable_tqdm=disable_tqdm)

@@ -88,7 +88,9 @@ class ActivationRecorder:
       reused scratch buffer. Every partial sum is an integer below 2**24, hence exact in float32: the
       counts are bit-identical to ``(g[mask] > 0).sum(0)``;
     * ``sums += Σ_b (w_b @ g_b)``: one batched GEMV per sequence, then the per-sequence sums added in
-      float64 (as accurate as the float32 ``sum`` of the gathered rows; no gather copy).
+      float64 (as accurate as the float32 ``sum`` of the gathered rows; no gather copy). Uncounted
+      positions enter with weight 0, so they must be finite: a BOS position is, in any working
+      model; padding (whose activations need not be) never takes this path.
 
     It is about 3x cheaper than ``index_select`` + ``(g > 0).sum(0)`` (a bool -> int64 column
     reduction) + ``g.sum(0)``. Other batches (padding inside rows), batches of 2**24 positions or more,
@@ -105,6 +107,7 @@ class ActivationRecorder:
         self._rows: torch.Tensor | None = None  # plain path: counted rows of the flattened batch (None: all)
         self._weights: torch.Tensor | None = None  # matmul path: [B, 1, T] float32 count mask
         self._scratch: torch.Tensor | None = None  # matmul path: float32 buffer of g's shape, reused
+        # (one batch of one layer's activations: O(batch x width), whatever the corpus size)
         self._handles: list = []
 
     def set_count_mask(self, count_mask: torch.Tensor) -> None:
@@ -140,13 +143,11 @@ class ActivationRecorder:
         scratch = self._scratch
         if scratch is None or scratch.shape != g.shape or scratch.device != g.device:
             scratch = self._scratch = torch.empty(g.shape, dtype=torch.float32, device=g.device)
-        if g.dtype == torch.float32:
-            sums.add_(torch.bmm(weights, g).sum((0, 1), dtype=torch.float64))
-            positive = torch.gt(g, 0, out=scratch)  # 1.0 where g > 0, else 0.0
-        else:  # half precision: upcast once, sum in float32, then compare in place
-            scratch.copy_(g)
-            sums.add_(torch.bmm(weights, scratch).sum((0, 1), dtype=torch.float64))
-            positive = scratch.gt_(0)
+        # Other dtypes are summed from a float32 copy (as ``g.sum(0, dtype=float32)`` would); the
+        # comparison is always made in g's own dtype, so the counts stay exact for every dtype.
+        values = g if g.dtype == torch.float32 else scratch.copy_(g)
+        sums.add_(torch.bmm(weights, values).sum((0, 1), dtype=torch.float64))
+        positive = torch.gt(g, 0, out=scratch)  # 1.0 where g > 0, else 0.0
         counts.add_((weights.view(1, -1) @ positive.view(batch * length, -1)).view(-1).to(torch.int64))
 
     def __enter__(self):
@@ -157,7 +158,6 @@ class ActivationRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._scratch = None
 
     def state(self) -> list[torch.Tensor]:
         return [self.positive_counts, self.activation_sums, self.tokens]

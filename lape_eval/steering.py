@@ -278,6 +278,7 @@ class _PositionTracker:
         self.positions = positions
         self.mask: torch.Tensor | None = None  # [B, T] bool, None = edit every position
         self.skip = False  # nothing to edit in this pass
+        self._masks: dict[torch.device, torch.Tensor] = {}  # this pass's mask on other devices (sharding)
 
     def pre_hook(self, module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
@@ -286,10 +287,21 @@ class _PositionTracker:
         is_prompt = past == 0
         self.skip = (self.positions == "prompt" and not is_prompt) or (self.positions == "generated" and is_prompt)
         attention = kwargs.get("attention_mask")
+        self._masks = {}
         if torch.is_tensor(attention) and attention.dim() == 2 and length is not None and not bool(attention.all()):
             self.mask = attention[:, -length:].bool()
         else:
             self.mask = None
+
+    def mask_on(self, device: torch.device) -> torch.Tensor | None:
+        """The mask on ``device``: a model sharded over devices (``parallelize=True``) runs later
+        layers elsewhere than the decoder's input."""
+        mask = self.mask
+        if mask is None or mask.device == device:
+            return mask
+        if device not in self._masks:
+            self._masks[device] = mask.to(device)
+        return self._masks[device]
 
 
 def _input_length(args, kwargs) -> int | None:
@@ -327,17 +339,24 @@ class SteeringHandle:
         self._handles.append(decoder.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True))
         for layer in compiled.touched_layers:
             module = sites.activations[layer]
-            device = _module_device(sites.layers[layer])
-            edits = [replace(e, index=e.index.to(device), values=e.values.to(device)) for e in compiled.edits[layer]]
-            self._handles.append(module.register_forward_hook(self._hook(edits)))
+            self._handles.append(module.register_forward_hook(
+                self._hook(compiled.edits[layer], _module_device(sites.layers[layer]))))
 
-    def _hook(self, edits: list[_Edit]):
+    def _hook(self, edits: list[_Edit], device: torch.device):
         tracker = self.tracker
+        # The edits' tensors, per device the layer has run on: normally one, placed here up front. A
+        # layer whose weights are offloaded (accelerate's device_map with CPU/disk offload, as
+        # parallelize=True does when the model does not fit) has its parameters on "meta" and runs on
+        # whatever device its offload hook picks, so the device is taken from the activations.
+        placed = {} if device.type == "meta" else {device: _edits_on(edits, device)}
 
         def edit(module, args, output):
             if tracker.skip:
                 return None
-            return _apply_edits(output, edits, tracker.mask)
+            local = placed.get(output.device)
+            if local is None:
+                local = placed[output.device] = _edits_on(edits, output.device)
+            return _apply_edits(output, local, tracker.mask_on(output.device))
 
         return edit
 
@@ -345,6 +364,10 @@ class SteeringHandle:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _edits_on(edits: list[_Edit], device: torch.device) -> list[_Edit]:
+    return [replace(e, index=e.index.to(device), values=e.values.to(device)) for e in edits]
 
 
 def _module_device(module: torch.nn.Module) -> torch.device:
