@@ -320,6 +320,38 @@ def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibra
     run_demo(plan)
 
 
+@cli.command("export-steered")
+@click.argument("neuron_set")
+@click.option("--model", "model_name", required=True, help="The model (only its config is read).")
+@click.option("--steer", "spec", required=True, help="An additive spec: '+de', '+de +fr:0.5'.")
+@click.option("--method", default="add", show_default=True, type=click.Choice(["add", "diffmean"]))
+@click.option("--alpha", default=1.0, show_default=True, type=float)
+@click.option("--peft", "for_peft", is_flag=True, help="Name the hookpoints as under a PEFT adapter (steered ... peft=).")
+@click.option("--trust-remote-code", is_flag=True)
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="The .pt file to write.")
+def export_steered(neuron_set, model_name, spec, method, alpha, for_peft, trust_remote_code, out_file):
+    """Write an additive steer spec as lm-eval's built-in `steered` model's .pt file.
+
+    Use it with: lm_eval --model steered --model_args pretrained=MODEL,steer_path=OUT
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .models import resolve_pretrained
+    from .neuron_set import resolve_neuron_set
+    from .steered_export import save_steered
+    from .steering import parse_steer
+
+    parsed = parse_steer(spec, method=method, alpha=alpha)
+    ns = resolve_neuron_set(neuron_set)
+    config = AutoConfig.from_pretrained(resolve_pretrained(model_name), trust_remote_code=trust_remote_code)
+    with torch.device("meta"):  # names and shapes only: no weights are loaded
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    prefix = f"model.{model.base_model_prefix}." if for_peft else ""
+    save_steered(model, ns, parsed, out_file, hookpoint_prefix=prefix)
+    click.echo(f"wrote {out_file}: lm_eval --model steered --model_args pretrained={model_name},steer_path={out_file}")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("lm_eval_args", nargs=-1, type=click.UNPROCESSED)
 def run(lm_eval_args):

@@ -156,14 +156,14 @@ def run_demo(plan: DemoPlan) -> None:
     forcing_table = plan.out / "forcing_table.md"
     _run(plan, "comparison table: forcing success (non-degenerate answers in the target language)",
          _lape_eval("table", str(plan.results / "forcing-unsteered"), str(plan.results / "forcing-steered"),
-                    "--label", "unsteered", "--label", "steered", "--baseline", "unsteered",
-                    "--rows", "config", "--columns", "metric", "--output", str(forcing_table)),
+                    "--label", "unsteered", "--label", "steered", "--baseline", "unsteered", "--rows", "config",
+                    "--columns", "task", "--metric", "target_rate_clean_offdiag", "--output", str(forcing_table)),
          done=forcing_table.exists())
     translation_table = plan.out / "translation_table.md"
     _run(plan, "comparison table: UDHR translation",
          _lape_eval("table", str(plan.results / "translation-unsteered"), str(plan.results / "translation-steered"),
                     "--label", "unsteered", "--label", "steered", "--baseline", "unsteered",
-                    "--rows", "task", "--columns", "config", "--output", str(translation_table)),
+                    "--rows", "task", "--columns", "config", "--metric", "chrf_pp", "--output", str(translation_table)),
          done=translation_table.exists())
     heatmap = plan.out / "forcing_heatmap.png"
     _run(plan, "forcing heatmap (source × target success rate)",

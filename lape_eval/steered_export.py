@@ -22,8 +22,11 @@ from .errors import LapeEvalError
 from .steering import SteerSpec, compile_steer
 
 
-def steered_vectors(model, neuron_set, spec: SteerSpec) -> dict[str, dict]:
-    """The ``steered`` model's steer dictionary for ``spec`` on ``model`` (PEFT-wrapped or not)."""
+def steered_vectors(model, neuron_set, spec: SteerSpec, hookpoint_prefix: str = "") -> dict[str, dict]:
+    """The ``steered`` model's steer dictionary for ``spec`` on ``model`` (PEFT-wrapped or not).
+
+    ``hookpoint_prefix`` is prepended to the names (``"model.model."`` names the hookpoints of a
+    plain model as they appear under a PEFT adapter)."""
     if spec.deactivated or spec.method not in ("add", "diffmean"):
         raise LapeEvalError(
             "Only purely additive specs can be exported to the built-in steered model: '+' terms with "
@@ -38,19 +41,19 @@ def steered_vectors(model, neuron_set, spec: SteerSpec) -> dict[str, dict]:
         vector = torch.zeros(sites.width, dtype=torch.float32)
         for edit in compiled.edits[layer]:
             vector.index_add_(0, edit.index, edit.values)
-        steer[names[id(sites.activations[layer])]] = {
+        steer[hookpoint_prefix + names[id(sites.activations[layer])]] = {
             "steering_vector": vector, "steering_coefficient": 1.0, "action": "add", "bias": None,
             "head_index": None,
         }
     return steer
 
 
-def save_steered(model, neuron_set, spec: SteerSpec, path: Path | str) -> Path:
+def save_steered(model, neuron_set, spec: SteerSpec, path: Path | str, hookpoint_prefix: str = "") -> Path:
     """Write the ``.pt`` file (``steer_path=`` of ``lm_eval --model steered``)."""
     path = Path(path)
     if path.suffix not in (".pt", ".pth"):
         raise LapeEvalError(f"The steered model reads .pt or .pth files; name the output {path.stem}.pt.")
-    vectors = steered_vectors(model, neuron_set, spec)
+    vectors = steered_vectors(model, neuron_set, spec, hookpoint_prefix)
     with atomic_path(path) as temporary:
         torch.save(vectors, temporary)
     return path

@@ -211,3 +211,32 @@ def test_identical_greedy_requests_are_generated_once(tasks, tiny_model_dir, neu
     for sample in result["samples"]["tiny_grid"]:
         by_question.setdefault(sample["doc"]["question"], set()).add(sample["resps"][0][0])
     assert all(len(answers) == 1 for answers in by_question.values())
+
+
+@pytest.mark.parametrize("for_peft", [False, True])
+def test_export_steered_command_matches_the_vectors_of_the_loaded_model(tmp_path, tiny_model_dir, neurons, for_peft):
+    from click.testing import CliRunner
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lape_eval.cli import cli
+    from lape_eval.neuron_set import NeuronSet
+    from lape_eval.steered_export import steered_vectors
+    from lape_eval.steering import parse_steer
+
+    model_dir = str(tiny_model_dir("llama"))
+    out = tmp_path / "steer.pt"
+    args = ["export-steered", neurons, "--model", model_dir, "--steer", "+de +fr:0.5", "--alpha", "2", "--out", str(out)]
+    result = CliRunner().invoke(cli, args + (["--peft"] if for_peft else []))
+    assert result.exit_code == 0, result.output
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if for_peft:
+        model = PeftModel.from_pretrained(model, _lora_adapter(model_dir, tmp_path / "lora"))
+    expected = steered_vectors(model, NeuronSet.load(neurons), parse_steer("+de +fr:0.5", alpha=2.0))
+    written = torch.load(out, weights_only=True)
+    assert sorted(written) == sorted(expected)
+    for name in expected:
+        assert torch.equal(written[name]["steering_vector"], expected[name]["steering_vector"])
+    refused = CliRunner().invoke(cli, ["export-steered", neurons, "--model", model_dir, "--steer", "-en +de",
+                                       "--out", str(tmp_path / "x.pt")])
+    assert refused.exit_code == 2 and "purely additive" in refused.output
