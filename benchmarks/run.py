@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -191,9 +192,38 @@ def load_results() -> dict:
 
 
 def save_results(data: dict) -> None:
-    tmp = RESULTS_JSON.with_suffix(".json.tmp")
+    tmp = RESULTS_JSON.with_name(f".{RESULTS_JSON.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(RESULTS_JSON)
+
+
+@contextmanager
+def _results_lock():
+    """Serialise read-modify-write of the results with other runners (an flock on this folder)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(HERE, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def store_entry(stem: str, entry: dict) -> None:
+    """Put one module's entry into results.json and re-render RESULTS.md.
+
+    The file is read again at this moment, under a lock, so that entries written meanwhile by other
+    runs (of other modules; benchmarks can take half an hour) are kept.
+    """
+    with _results_lock():
+        data = load_results()
+        data["modules"][stem] = entry
+        save_results(data)
+        RESULTS_MD.write_text(render(data), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if {"-h", "--help"} & set(names) else 2
     modules = discover()
     chosen = select(list(modules), names)
-    data = load_results()
     failed = False
     for stem in chosen:
         print(f"== {stem}{' (quick)' if quick else ''}", flush=True)
@@ -308,9 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         if entry["error"]:
             print(f"   error: {entry['error']}", flush=True)
         print(f"   {entry['seconds']} s", flush=True)
-        data["modules"][stem] = entry
-        save_results(data)  # after each module, so an interrupted run keeps what it measured
-        RESULTS_MD.write_text(render(data), encoding="utf-8")
+        store_entry(stem, entry)  # after each module, so an interrupted run keeps what it measured
     print(f"wrote {RESULTS_MD.relative_to(REPO_ROOT)}")
     return 1 if failed else 0
 

@@ -101,11 +101,7 @@ def _read_folder(folder: Path, lang: str, text_field: str) -> Iterator[str]:
     if jsonl.exists():
         yield from _read_jsonl(jsonl, text_field)
     elif txt.exists():
-        text = _read_text(txt)
-        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
-        if not paragraphs:
-            raise LapeEvalError(f"The corpus file {txt} is empty: put {get_language(lang).name} text in it.")
-        yield from paragraphs
+        yield from _read_paragraphs(txt)
     else:
         raise LapeEvalError(
             f"No corpus file for language '{lang}' in {folder}: expected {txt.name} (plain text, "
@@ -113,18 +109,37 @@ def _read_folder(folder: Path, lang: str, text_field: str) -> Iterator[str]:
         )
 
 
-def _read_text(path: Path) -> str:
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines, streamed (corpus files may be far larger than memory)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:
+            yield from handle
     except UnicodeDecodeError as error:
         raise LapeEvalError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
+
+
+def _read_paragraphs(path: Path) -> Iterator[str]:
+    """Documents of a text file: paragraphs separated by blank lines."""
+    seen, paragraph = 0, []
+    for line in _lines(path):
+        if line.strip():
+            paragraph.append(line.rstrip("\n"))
+        elif paragraph:
+            seen += 1
+            yield "\n".join(paragraph).strip()
+            paragraph = []
+    if paragraph:
+        seen += 1
+        yield "\n".join(paragraph).strip()
+    if seen == 0:
+        raise LapeEvalError(f"The corpus file {path} is empty: put text in it (documents separated by blank lines).")
 
 
 def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
     if not path.exists():
         raise LapeEvalError(f"The corpus file {path} does not exist.")
     seen = 0
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         try:

@@ -32,6 +32,7 @@ class Step:
     run: Run
     counts: Counter
     shares: dict[str, float] = field(default_factory=dict)
+    previous: int = 0  # the step shown before this one (steps may be skipped)
 
     @property
     def total(self) -> int:
@@ -39,7 +40,11 @@ class Step:
 
     @property
     def tick(self) -> str:
-        return "none" if self.number == 0 else f"{self.number}\n−{self.deactivated[-1]}"
+        """Axis label: the step and the languages it adds to the previous step shown."""
+        added = self.deactivated[self.previous:]
+        if not added:
+            return "none"
+        return f"{self.number}\n−{added[0]}" if len(added) == 1 else f"{self.number}\n−{added[0]}…{added[-1]}"
 
 
 @dataclass
@@ -96,7 +101,7 @@ def fallback_study(runs: list[Run], order: list[str] | None = None, names: Field
             label_from = how["label"]
             counts.update(item.label or UNKNOWN for item in items)
             sources.update(item.source for item in items if item.source)
-        steps.append(Step(number, list(order[:number]), run, counts))
+        steps.append(Step(number, list(order[:number]), run, counts, previous=steps[-1].number if steps else 0))
     totals: Counter = Counter()
     for step in steps:
         step.shares = {lang: count / step.total for lang, count in step.counts.items()} if step.total else {}

@@ -74,6 +74,7 @@ class TableCell:
     higher_is_better: bool | None = None
     best: bool = False
     significant: bool = False
+    metric: str | None = None  # the metric name (without filter); None for an average of mixed metrics
 
 
 @dataclass
@@ -349,7 +350,8 @@ def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
 
 
 def _cell_of(entry: Entry, options: TableOptions) -> TableCell:
-    cell = TableCell(entry.score.value, entry.score.stderr, higher_is_better=entry.higher_is_better)
+    cell = TableCell(entry.score.value, entry.score.stderr, higher_is_better=entry.higher_is_better,
+                     metric=entry.key.split(",", 1)[0])
     if entry.comparison is not None:
         cell.delta, cell.p_value, cell.test = entry.comparison.delta, entry.comparison.p_value, entry.comparison.test
         cell.significant = cell.p_value is not None and cell.p_value < options.alpha
@@ -372,7 +374,8 @@ def _average(line: list[Entry | None], options: TableOptions) -> TableCell | Non
         return None  # a mean of different metrics (acc and chrF) means nothing
     mean = _mean_score([e.score for e in leaves])
     directions = {e.higher_is_better for e in leaves}
-    cell = TableCell(mean.value, mean.stderr, higher_is_better=directions.pop() if len(directions) == 1 else None)
+    cell = TableCell(mean.value, mean.stderr, higher_is_better=directions.pop() if len(directions) == 1 else None,
+                     metric=leaves[0].key.split(",", 1)[0])
     if all(e.baseline_score is not None for e in leaves) and len({id(e.run) for e in leaves}) == 1 \
             and all(e.comparison is not None for e in leaves):
         base = _mean_score([e.baseline_score for e in leaves])
@@ -409,16 +412,25 @@ def _mark_best(cells: dict, rows: list[str], columns: list[str], along: str) -> 
 # Presenting
 
 
-def _decimals(value: float, stderr: float | None, fixed: int | None) -> int:
-    if fixed is not None:
-        return fixed
-    return 3 if abs(value) <= 1 and (stderr is None or stderr <= 1) else 2
+def _small(value: float, stderr: float | None) -> bool:
+    return abs(value) <= 1 and (stderr is None or stderr <= 1)
 
 
-def format_cell(cell: TableCell | None, decimals: int | None = None) -> Cell:
+def metric_decimals(cells) -> dict[str, int]:
+    """3 decimals for a metric whose every score lies in [-1, 1] (accuracies), else 2 (percentages, chrF)."""
+    small: dict[str, bool] = {}
+    for cell in cells:
+        if cell.metric is not None:
+            small[cell.metric] = small.get(cell.metric, True) and _small(cell.value, cell.stderr)
+    return {metric: 3 if is_small else 2 for metric, is_small in small.items()}
+
+
+def format_cell(cell: TableCell | None, decimals: int | None = None, per_metric: dict[str, int] | None = None) -> Cell:
     if cell is None:
         return Cell(MISSING)
-    d = _decimals(cell.value, cell.stderr, decimals)
+    d = decimals
+    if d is None:
+        d = (per_metric or {}).get(cell.metric, 3 if _small(cell.value, cell.stderr) else 2)
     value = f"{cell.value:.{d}f}"
     text = value + (f" ± {cell.stderr:.{d}f}" if cell.stderr is not None else "")
     if cell.delta is not None:
@@ -454,9 +466,9 @@ def _notes(table: ComparisonTable) -> list[str]:
 
 
 def to_text_table(table: ComparisonTable) -> TextTable:
-    decimals = table.options.decimals
-    rows = [[Cell(label)] + [format_cell(table.cells.get((i, j)), decimals) for j in range(len(table.columns))]
-            for i, label in enumerate(table.rows)]
+    decimals, per_metric = table.options.decimals, metric_decimals(table.cells.values())
+    rows = [[Cell(label)] + [format_cell(table.cells.get((i, j)), decimals, per_metric)
+                             for j in range(len(table.columns))] for i, label in enumerate(table.rows)]
     csv_rows = [[table.row_title] + [f"{c}{suffix}" for c in table.columns
                                      for suffix in ("", " stderr", " delta", " p", " test")]]
     for i, label in enumerate(table.rows):

@@ -396,8 +396,11 @@ def requested_task_names(argv: list[str]) -> list[str]:
     """The task names given to ``--tasks`` in an lm_eval command line (all occurrences)."""
     names: list[str] = []
     for position, arg in enumerate(argv):
-        if arg in ("--tasks", "-t") and position + 1 < len(argv):
-            names += split_task_argument(argv[position + 1])
+        if arg in ("--tasks", "-t"):  # nargs="+": every value up to the next option
+            for value in argv[position + 1:]:
+                if value.startswith("-"):
+                    break
+                names += split_task_argument(value)
         elif arg.startswith("--tasks="):
             names += split_task_argument(arg.split("=", 1)[1])
     return names

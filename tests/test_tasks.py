@@ -458,3 +458,10 @@ def test_data_dir_from_the_environment(monkeypatch):
     monkeypatch.setenv("LAPE_EVAL_DATA_DIR", str(FIXTURES))
     task = task_manager().load(["lape_belebele_bo"])["tasks"]["lape_belebele_bo"]
     assert len(list(task.test_docs())) == 3
+
+
+def test_task_names_are_read_from_an_lm_eval_command_line():
+    from lape_eval.task_suite import requested_task_names
+
+    argv = ["--model", "hf", "--tasks", "a,b", "c", "--limit", "2", "--tasks=d", "-t", "e"]
+    assert requested_task_names(argv) == ["a", "b", "c", "d", "e"]
