@@ -15,7 +15,8 @@ carry options:
 ``forcing_questions``
     A JSONL file of other parallel questions for the forcing tasks (same schema as
     ``tasks/forcing/questions.jsonl``).
-``flores_split`` (``devtest``), ``udhr_split`` (``heldout``), ``xnli_max_docs`` (1000)
+``flores_split`` (``devtest``), ``udhr_split`` (``heldout``), ``udhr_max_words`` (none),
+``xnli_max_docs`` (1000)
     Deviations from the defaults.
 
 Every loader returns ``DatasetDict({"test": ...})`` whose documents carry the fields the prompts,
@@ -319,17 +320,22 @@ def load_flores(source_lang=None, target_lang=None, **options) -> Any:
 
 def load_udhr_translation(source_lang=None, target_lang=None, **options) -> Any:
     """The bundled UDHR, aligned by (article, paragraph); split ``heldout`` (articles 23-30, not used
-    to identify neurons) by default, ``all`` or ``identify`` with metadata ``udhr_split``."""
+    to identify neurons) by default, ``all`` or ``identify`` with metadata ``udhr_split``. Metadata
+    ``udhr_max_words`` keeps the sentence-like paragraphs: those whose English version has at most
+    that many words (the same paragraphs for every pair)."""
     from .udhr import SPLITS, in_split, udhr_aligned
 
     source, target = _pair(source_lang, target_lang, "lape_udhr_translation")
     split = str(options.get("udhr_split") or "heldout")
     if split not in SPLITS:
         raise LapeEvalError(f"metadata udhr_split={split!r}: use one of {', '.join(SPLITS)}.")
-    aligned = udhr_aligned([source, target])
+    max_words = options.get("udhr_max_words")
+    max_words = None if max_words in (None, "") else _int_option(options, "udhr_max_words", 0)
+    aligned = udhr_aligned(dict.fromkeys([source, target, "en"]))
     docs = [
         _translation_doc(f"{article}.{paragraph}", source, target, texts[source], texts[target])
-        for (article, paragraph), texts in aligned if in_split((article, paragraph), split)
+        for (article, paragraph), texts in aligned
+        if in_split((article, paragraph), split) and (max_words is None or len(texts["en"].split()) <= max_words)
     ]
     # Few-shot examples (--num_fewshot k, sampler first_n): the shortest paragraphs of the articles
     # that are not evaluated, shortest first (never the evaluated ones).

@@ -19,7 +19,6 @@ Language identification uses :func:`lape_eval.lid.identify_languages` with the b
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import string
@@ -479,7 +478,3 @@ def acc_neutral(items) -> float:
 
 def acc_contradiction(items) -> float:
     return _class_accuracy(items, "contradiction")
-
-
-def is_nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
