@@ -28,10 +28,12 @@ from .models import DEMO_MODEL
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "zh", "ru", "ja")
 DEFAULT_PAIRS = ("en-de", "en-fr", "en-zh")
-# Chosen on the calibration questions (see docs/demo.md for the sweep that picked them).
-DEMO_SET = "gemma-3-270m-udhr-5pct"
+DEMO_SET = "gemma-3-270m-udhr-1pct"
 DEMO_METHOD = "add"
-DEMO_CALIBRATION = "gemma-3-270m-udhr-5pct-calibration.json"
+# Per-target strengths chosen on the calibration questions; until that file ships, one α for all
+# targets (α = 2: on English prompts it forces German on 6/6, Chinese on 3/6, French on 2/6).
+DEMO_CALIBRATION = "gemma-3-270m-udhr-1pct-calibration.json"
+DEMO_ALPHA = 2.0
 
 
 @dataclass
@@ -60,14 +62,16 @@ class DemoPlan:
             return str(self.out / "neuron_sets" / f"{self.neuron_set}.safetensors")
         return self.neuron_set
 
-    def calibration_ref(self) -> str:
+    def calibration_ref(self) -> str | None:
+        """The per-language strengths to use, or None (one α for every target)."""
         if self.calibrate:
             return str(self.out / "calibration.json")
         if self.calibration:
             return self.calibration
         from importlib.resources import files
 
-        return str(files("lape_eval") / "data" / DEMO_CALIBRATION)
+        shipped = Path(str(files("lape_eval") / "data" / DEMO_CALIBRATION))
+        return str(shipped) if shipped.exists() else None
 
 
 def _run(plan: DemoPlan, title: str, command: list[str], done: bool) -> None:
@@ -127,19 +131,21 @@ def run_demo(plan: DemoPlan) -> None:
         click.echo(f"✓ neuron sets: shipped set {plan.neuron_set} (run with --identify to rebuild them)")
 
     calibration = plan.calibration_ref()
+    strengths = {"language_alphas": calibration} if calibration else {"alpha": DEMO_ALPHA}
     if plan.calibrate:
         _run(plan, "steering strength per target language, on the calibration questions",
              _lape_eval("calibrate", "--model", DEMO_MODEL, "--neurons", plan.neuron_set_ref(), "--method", plan.method,
                         "--targets", ",".join(plan.languages), "--sources", ",".join(plan.languages),
                         "--out", calibration),
              done=Path(calibration).exists())
-    else:
+    elif calibration:
         click.echo(f"✓ calibration: {calibration} (run with --calibrate to redo it)")
+    else:
+        click.echo(f"✓ one strength for every target, alpha={DEMO_ALPHA:g} (--calibrate chooses one per language)")
 
     grid = {"languages": ",".join(plan.languages)}
     gen = f"max_gen_toks={plan.max_gen_toks}"
-    steered_args = {"neurons": plan.neuron_set_ref(), "steer": "doc", "method": plan.method,
-                    "language_alphas": calibration}
+    steered_args = {"neurons": plan.neuron_set_ref(), "steer": "doc", "method": plan.method, **strengths}
     for name, model_args in (("forcing-unsteered", {}), ("forcing-steered", steered_args)):
         command = _lm_eval(plan, name, ["lape_forcing_grid"], model_args, metadata=grid) + ["--gen_kwargs", gen]
         _run(plan, f"language forcing grid ({len(plan.languages)}×{len(plan.languages)} languages), "
@@ -147,7 +153,7 @@ def run_demo(plan: DemoPlan) -> None:
 
     tasks = [f"lape_udhr_translation_{pair}" for pair in plan.pairs]
     translation_args = {"neurons": plan.neuron_set_ref(), "steer": "doc", "doc_template": "+{target_lang}",
-                        "method": plan.method, "language_alphas": calibration}
+                        "method": plan.method, **strengths}
     for name, model_args in (("translation-unsteered", {}), ("translation-steered", translation_args)):
         _run(plan, f"UDHR translation {', '.join(plan.pairs)}, {name.split('-')[1]}",
              _lm_eval(plan, name, tasks, model_args, limit=plan.translation_docs),
