@@ -152,7 +152,7 @@ def run_demo(plan: DemoPlan) -> None:
                    f"{name.split('-')[1]}", command, done=_has_results(plan.results / name))
 
     tasks = [f"lape_udhr_translation_{pair}" for pair in plan.pairs]
-    translation_args = {"neurons": plan.neuron_set_ref(), "steer": "doc", "doc_template": "+{target_lang}",
+    translation_args = {"neurons": plan.neuron_set_ref(), "steer": "doc", "doc_template": "add_target",
                         "method": plan.method, **strengths}
     for name, model_args in (("translation-unsteered", {}), ("translation-steered", translation_args)):
         _run(plan, f"UDHR translation {', '.join(plan.pairs)}, {name.split('-')[1]}",

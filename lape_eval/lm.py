@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PER_DOCUMENT = "doc"
 DEFAULT_DOC_TEMPLATE = "-{source_lang} +{target_lang}"
+# Named templates: braces in --model_args make lm-eval try to parse the whole string as JSON.
+NAMED_DOC_TEMPLATES = {"swap": DEFAULT_DOC_TEMPLATE, "add_target": "+{target_lang}"}
 
 
 @register_model("lape")
@@ -54,7 +56,7 @@ class LapeLM(HFLM):
         self._steer_args = dict(method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
                                 positions=positions, language_alphas=language_alphas)
         self._per_document = str(steer).strip().lower() == PER_DOCUMENT if steer is not None else False
-        self._doc_template = doc_template
+        self._doc_template = NAMED_DOC_TEMPLATES.get(str(doc_template), str(doc_template))
         self._global_spec = parse_steer(None if self._per_document else steer, **self._steer_args)
         self._neuron_set = None
         self._neurons_source = None if neurons is None else str(neurons)
