@@ -412,7 +412,8 @@ def delta_to_peft(delta: NeuronDelta, model, out_dir: Path | str, base_model_nam
             factors[prefix + projections["down"]] = (_one_hot(delta.width, index).T, w["down"])
         elif delta.mlp_kind == "fused":
             rows = torch.cat([index, index + delta.width])
-            factors[prefix + projections["gate_up"]] = (torch.cat([w["gate"], w["up"]]), _one_hot(2 * delta.width, rows))
+            factors[prefix + projections["gate_up"]] = (torch.cat([w["gate"], w["up"]]),
+                                                        _one_hot(2 * delta.width, rows))
             factors[prefix + projections["down"]] = (_one_hot(delta.width, index).T, w["down"])
         else:
             factors[prefix + projections["fc"]] = (w["fc"], _one_hot(delta.width, index))

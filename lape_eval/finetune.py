@@ -553,6 +553,15 @@ class FinetuneResult:
     summary: dict
 
 
+def _enable_activation_checkpointing(model) -> None:
+    """Non-reentrant checkpointing (forward hooks, such as the delta's, are re-run in the recomputation)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
@@ -599,8 +608,13 @@ def finetune(model, tokenizer, out_dir: Path | str, settings: FinetuneSettings, 
     folder = RunFolder(Path(out_dir))
     state = None
     if dist.main:
-        state = folder.claim(identity)
+        try:
+            state = folder.claim(identity)
+        except LapeEvalError as error:  # every process must stop, not only the one that found it
+            state = error
     state = dist.gather(state)[0]
+    if isinstance(state, LapeEvalError):
+        raise state
     if state == "finished":
         summary = read_json(folder.summary, "fine-tuning summary")
         return _result_from_summary(folder, summary)
@@ -630,7 +644,7 @@ def finetune(model, tokenizer, out_dir: Path | str, settings: FinetuneSettings, 
     for parameter in params:
         dist.broadcast_(parameter.data)
     if settings.gradient_checkpointing:
-        unwrap_model(method.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_activation_checkpointing(unwrap_model(method.model))
     lr = settings.learning_rate
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=method.optimizer_weight_decay(settings.weight_decay))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, settings, total_steps))

@@ -20,7 +20,7 @@ from tiny_models import CORPUS
 import lape_eval.finetune as finetune_module
 import lape_eval.lm  # noqa: F401  registers the lape model
 from lape_eval.corpus import CorpusSpec, make_batch
-from lape_eval.delta import DELTA_FILE, DeltaModule, NeuronDelta, delta_to_peft, read_entries, roles
+from lape_eval.delta import DELTA_FILE, DeltaModule, NeuronDelta, delta_to_peft, read_entries
 from lape_eval.errors import LapeEvalError
 from lape_eval.finetune import FinetuneSettings, causal_lm_loss_sum, finetune, random_layer_matched
 
@@ -126,7 +126,8 @@ def test_subnetwork_changes_exactly_the_selected_rows_and_columns(arch, tiny_mod
         expected = live(input_ids=batch.input_ids).logits
         hooks.detach()
         torch.testing.assert_close(merged(input_ids=batch.input_ids).logits, expected, rtol=1e-5, atol=1e-5)
-        assert torch.equal(live(input_ids=batch.input_ids).logits, load(model_dir).model(input_ids=batch.input_ids).logits)
+        fresh = load(model_dir).model
+        assert torch.equal(live(input_ids=batch.input_ids).logits, fresh(input_ids=batch.input_ids).logits)
 
 
 @pytest.mark.parametrize("arch, per_neuron", [("llama", 3), ("phi3", 3), ("gpt2", 2)])
@@ -285,8 +286,8 @@ def test_subnetwork_training_equals_training_the_rows_themselves(tiny_model_dir)
         for group in groups:
             train_step(method, optimizer, group, s, 1, 0, torch.device("cpu"), Distributed())
         if scheme == "delta":
-            weights = {f"{layer}.{role}": read_entries(sites, layer, role, indices[layer]) + method.delta.delta(layer, role)
-                       for layer in (0, 1) for role in ("gate", "up", "down")}
+            weights = {f"{layer}.{role}": read_entries(sites, layer, role, indices[layer])
+                       + method.delta.delta(layer, role) for layer in (0, 1) for role in ("gate", "up", "down")}
         else:
             weights = {name: p.detach() for name, p in method.named_trainable().items()}
         finals.append(weights)
