@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
+from lape_eval.calibrate import generate_answers
 from lape_eval.lid import identify_languages
 from lape_eval.models import load_model
 from lape_eval.neuron_set import resolve_neuron_set
@@ -17,16 +16,6 @@ from lape_eval.steering import steer
 
 PROMPTS = ["How are you today?", "What is your name?", "What year is it?", "What is your favorite color?",
            "What is the weather like?", "Where are you from?"]
-
-
-def generate(loaded, prompts, max_new_tokens):
-    tokenizer = loaded.tokenizer
-    batch = tokenizer([f"Q: {p} \nA:" for p in prompts], return_tensors="pt", padding=True, padding_side="left")
-    with torch.no_grad():
-        out = loaded.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.1,
-                                    pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    return [t.split("\nQ:")[0].split("\nA:")[0].strip() for t in texts]
 
 
 def main():
@@ -38,12 +27,12 @@ def main():
     args = parser.parse_args()
     loaded = load_model("gemma-3-270m-gguf")
     ns = resolve_neuron_set(args.set)
-    base = generate(loaded, PROMPTS, args.max_new_tokens)
+    base = generate_answers(loaded.model, loaded.tokenizer, PROMPTS, max_new_tokens=args.max_new_tokens)
     print("unsteered:", identify_languages(base))
     for target in args.targets.split(","):
         for alpha in map(float, args.alphas.split(",")):
             with steer(loaded.model, ns, f"-en +{target}", alpha=alpha):
-                answers = generate(loaded, PROMPTS, args.max_new_tokens)
+                answers = generate_answers(loaded.model, loaded.tokenizer, PROMPTS, max_new_tokens=args.max_new_tokens)
             labels = identify_languages(answers)
             rate = sum(label == target for label in labels) / len(labels)
             print(f"-en +{target} alpha={alpha:g}: {rate:.0%}  {labels}  e.g. {answers[0][:60]!r}")
