@@ -1,16 +1,25 @@
-"""Per-language steering strengths, chosen on calibration prompts (never on the reported ones).
+"""Steering settings chosen on calibration prompts (never on the prompts a result is reported on).
 
 Language forcing needs different strengths per target: on Gemma-3-270M, Russian and Chinese
 collapse into repeated symbols at α ≥ 1 while Latin-script targets need α ≈ 1. :func:`calibrate`
 asks the model the calibration questions (``lape_eval/data/calibration_questions.jsonl``, disjoint
-from the forcing task's questions) in several source languages, steers "-source +target" with each
-candidate α, and keeps, per target, the α with the highest rate of non-degenerate answers in the
-target language (language ID + the forcing task's degeneracy guard). The result is a JSON file that
-the ``lape`` model reads as ``language_alphas=FILE``.
+from the forcing task's questions) in several source languages and steers "-source +target" under
+every candidate setting: neuron set × method × positions × α. A *success* is a non-degenerate answer
+that language identification assigns to the target (the forcing task's own guard and LID).
+
+Selection: per setting, each target keeps its best α (ties: the smallest, the gentlest edit); the
+setting with the highest mean of those per-target rates wins. The result is a JSON file that the
+``lape`` model reads as ``language_alphas=FILE``, and that ``lape-eval demo`` also reads the chosen
+set, method and positions from.
+
+All (source, target, question) prompts of one setting and α are generated together, several
+steer specs per batch (one per row), so a sweep fills whole batches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -19,7 +28,7 @@ from importlib.resources import files
 import torch
 
 from .errors import LapeEvalError
-from .steering import steer
+from .steering import parse_steer, steer
 from .task_metrics import is_degenerate, output_language
 
 FORCING_PROMPT = "Q: {question} \nA:"
@@ -34,21 +43,31 @@ def calibration_questions() -> dict[str, list[str]]:
     return {lang: [row[lang] for row in rows] for lang in rows[0] if lang != "id"}
 
 
-def generate_answers(model, tokenizer, questions: list[str], *, max_new_tokens: int = 32,
-                     repetition_penalty: float = 1.1, batch_size: int = 8) -> list[str]:
-    """Greedy answers to ``"Q: {question} \\nA:"`` prompts, cut at the forcing task's stop strings."""
+def generate_answers(model, tokenizer, questions: list[str], *, neuron_set=None, specs: list | None = None,
+                     max_new_tokens: int = 32, repetition_penalty: float = 1.1, batch_size: int = 8,
+                     progress=None) -> list[str]:
+    """Greedy answers to ``"Q: {question} \\nA:"`` prompts, cut at the forcing task's stop strings.
+
+    With ``neuron_set`` and ``specs`` (one steer spec per question), each answer is generated under
+    its own spec; batches mix specs.
+    """
+    if specs is not None and len(specs) != len(questions):
+        raise ValueError("generate_answers needs one spec per question")
     answers = []
     device = next(model.parameters()).device
     for start in range(0, len(questions), batch_size):
         prompts = [FORCING_PROMPT.format(question=q) for q in questions[start:start + batch_size]]
         batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
-        with torch.no_grad():
+        steering = steer(model, neuron_set, specs[start:start + batch_size]) if specs is not None else contextlib.nullcontext()
+        with torch.no_grad(), steering:
             output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                     repetition_penalty=repetition_penalty, pad_token_id=tokenizer.pad_token_id)
         for text in tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True):
             for stop in STOPS:
                 text = text.split(stop)[0]
             answers.append(text.strip())
+        if progress is not None:
+            progress.update(len(prompts))
     return answers
 
 
@@ -57,43 +76,86 @@ def forced(answer: str, target: str) -> bool:
     return not is_degenerate(answer) and output_language(answer) == target
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep apart from α."""
+
+    neuron_set: str
+    method: str = "add"
+    positions: str = "all"
+
+    @property
+    def key(self) -> str:
+        return f"{self.neuron_set} method={self.method} positions={self.positions}"
+
+
 @dataclass
 class Calibration:
-    neuron_set: str
-    content_hash: str
-    method: str
+    settings: list[Setting]
     sources: list[str]
+    targets: list[str]
     alphas_tried: list[float]
-    rates: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> {alpha: success %}
-    best: dict[str, float] = field(default_factory=dict)  # target -> chosen alpha
+    questions_per_source: int
+    rates: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # setting key -> target -> α -> %
+    chosen: Setting | None = None
+    content_hash: str = ""  # of the chosen setting's neuron set
+    best: dict[str, float] = field(default_factory=dict)  # target -> chosen α (for the chosen setting)
+
+    def score(self, setting: Setting) -> float:
+        """Mean over targets of each target's best rate under ``setting``."""
+        by_target = self.rates[setting.key]
+        return sum(max(by_alpha.values()) for by_alpha in by_target.values()) / max(len(by_target), 1)
+
+    def choose(self) -> None:
+        # Highest score; on ties the setting listed first (the caller lists the default first).
+        self.chosen = max(self.settings, key=lambda s: (self.score(s), -self.settings.index(s)))
+        self.best = {target: best_alpha(by_alpha) for target, by_alpha in self.rates[self.chosen.key].items()}
 
     def to_json(self) -> dict:
-        return {"language_alphas": self.best, **asdict(self)}
+        chosen = asdict(self.chosen) if self.chosen else None
+        return {"language_alphas": self.best, "chosen": chosen, "content_hash": self.content_hash,
+                "calibration_rate": self.score(self.chosen) if self.chosen else None,
+                "sources": self.sources, "targets": self.targets, "alphas_tried": self.alphas_tried,
+                "questions_per_source": self.questions_per_source,
+                "settings": [{**asdict(s), "score": self.score(s)} for s in self.settings], "rates": self.rates}
 
 
-def calibrate(model, tokenizer, neuron_set, *, targets: list[str], sources: list[str], alphas: list[float],
-              neuron_set_name: str = "", method: str = "add", questions_per_source: int | None = None,
-              max_new_tokens: int = 32, progress: bool = True) -> Calibration:
+def best_alpha(rates_by_alpha: dict[str, float]) -> float:
+    """The α with the highest success rate; on ties the smallest (the gentlest intervention)."""
+    return min((-rate, float(alpha)) for alpha, rate in rates_by_alpha.items())[1]
+
+
+def calibrate(model, tokenizer, neuron_sets: dict, *, targets: list[str], sources: list[str], alphas: list[float],
+              methods: list[str] = ("add",), positions: list[str] = ("all",), questions_per_source: int | None = None,
+              max_new_tokens: int = 32, batch_size: int = 32, progress: bool = True) -> Calibration:
+    """Sweep ``neuron_sets`` (``{name: NeuronSet}``) × methods × positions × alphas; see the module doc."""
     from tqdm.auto import tqdm
 
     questions = calibration_questions()
     missing = [lang for lang in {*targets, *sources} if lang not in questions]
     if missing:
-        raise LapeEvalError(f"No calibration questions in {', '.join(sorted(missing))}.")
-    result = Calibration(neuron_set_name, neuron_set.content_hash, method, sources, list(alphas))
-    runs = [(t, a) for t in targets for a in alphas]
-    for target, alpha in tqdm(runs, desc="calibrate", disable=not progress):
-        hits = total = 0
-        for source in sources:
-            if source == target:
-                continue
-            asked = questions[source][:questions_per_source]
-            with steer(model, neuron_set, f"-{source} +{target}", method=method, alpha=alpha):
-                answers = generate_answers(model, tokenizer, asked, max_new_tokens=max_new_tokens)
-            hits += sum(forced(answer, target) for answer in answers)
-            total += len(answers)
-        result.rates.setdefault(target, {})[f"{alpha:g}"] = 100.0 * hits / max(total, 1)
-    for target, by_alpha in result.rates.items():
-        # Highest success; on ties the smallest α (the gentlest intervention).
-        result.best[target] = min((-rate, float(alpha)) for alpha, rate in by_alpha.items())[1]
+        raise LapeEvalError(f"No calibration questions in {', '.join(sorted(missing))}: calibrate with languages "
+                            f"among {', '.join(questions)}.")
+    count = len(questions[sources[0]][:questions_per_source])
+    prompts = [(source, target, question) for target in targets for source in sources if source != target
+               for question in questions[source][:questions_per_source]]
+    if not prompts:
+        raise LapeEvalError("Calibration needs at least one source language different from a target.")
+    settings = [Setting(name, method, where) for name, method, where in itertools.product(neuron_sets, methods, positions)]
+    result = Calibration(settings, list(sources), list(targets), list(alphas), count)
+    bar = tqdm(total=len(settings) * len(alphas) * len(prompts), desc="calibrate", unit="answer", disable=not progress)
+    for setting in settings:
+        neuron_set = neuron_sets[setting.neuron_set]
+        for alpha in alphas:
+            specs = [parse_steer(f"-{source} +{target}", method=setting.method, alpha=alpha, positions=setting.positions)
+                     for source, target, _ in prompts]
+            answers = generate_answers(model, tokenizer, [q for _, _, q in prompts], neuron_set=neuron_set, specs=specs,
+                                       max_new_tokens=max_new_tokens, batch_size=batch_size, progress=bar)
+            for target in targets:
+                hits = [forced(answer, target) for (_, t, _), answer in zip(prompts, answers) if t == target]
+                rate = 100.0 * sum(hits) / max(len(hits), 1)
+                result.rates.setdefault(setting.key, {}).setdefault(target, {})[f"{alpha:g}"] = rate
+    bar.close()
+    result.choose()
+    result.content_hash = neuron_sets[result.chosen.neuron_set].content_hash
     return result

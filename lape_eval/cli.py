@@ -246,19 +246,25 @@ def ablate(neuron_set, model_name, revision, dtype, device, trust_remote_code, l
 
 @cli.command()
 @model_options
-@click.option("--neurons", "neuron_set", required=True, help="Neuron set file or shipped set name.")
+@click.option("--neurons", "neuron_sets", required=True,
+              help="Neuron set(s) to try: files or shipped set names, comma-separated.")
 @click.option("--targets", required=True, help="Target languages to calibrate (comma-separated).")
 @click.option("--sources", default="en,de,fr,es,zh,ru,ja", show_default=True, help="Prompt languages.")
 @click.option("--alphas", default="0.25,0.5,1,1.5,2,3", show_default=True, help="Candidate strengths.")
-@click.option("--method", default="add", show_default=True, help="Steering method for the '+' term.")
+@click.option("--methods", default="add", show_default=True,
+              help="Methods to try for the '+' term (comma-separated: add, diffmean, replace).")
+@click.option("--positions", default="all", show_default=True,
+              help="Positions to try (comma-separated: all, prompt, generated).")
 @click.option("--questions", "questions_per_source", type=int, default=None, help="Questions per source (default: all 8).")
 @click.option("--max-new-tokens", type=int, default=32, show_default=True)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
-def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set, targets, sources, alphas, method,
-              questions_per_source, max_new_tokens, out_file):
-    """Choose a steering strength per target language on calibration prompts.
+def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_sets, targets, sources, alphas, methods,
+              positions, questions_per_source, max_new_tokens, out_file):
+    """Choose steering settings on calibration prompts: the set, method and positions with the best mean
+    success, and a strength per target language.
 
-    Writes OUT (JSON); pass it to the lape model as language_alphas=OUT.
+    Writes OUT (JSON); pass it to the lape model as language_alphas=OUT (`lape-eval demo` also takes the
+    set, method and positions from it).
     """
     from .artifacts import write_json
     from .calibrate import calibrate as run_calibration
@@ -267,19 +273,32 @@ def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set
     from .neuron_set import resolve_neuron_set
     from .steering import parse_steer
 
-    ns = resolve_neuron_set(neuron_set)
+    sets = {name: resolve_neuron_set(name) for name in _split(neuron_sets)}
     target_codes, source_codes = parse_languages(targets), parse_languages(sources)
-    candidates = [float(a) for a in alphas.replace(",", " ").split()]
-    parse_steer(" ".join(f"+{t}" for t in target_codes), method=method)  # validate before loading
+    candidates = [float(a) for a in _split(alphas)]
+    method_list, position_list = _split(methods), _split(positions)
+    for method in method_list:
+        if method == "multiply":
+            raise click.UsageError("calibrate sweeps α: choose methods among add, diffmean, replace.")
+        for where in position_list:
+            for alpha in candidates:  # validate every setting before the model loads
+                parse_steer(" ".join(f"+{t}" for t in target_codes), method=method, positions=where, alpha=alpha)
     loaded = load_model(model_name, dtype=dtype, device=device or default_device(), revision=revision,
                         trust_remote_code=trust_remote_code)
-    result = run_calibration(loaded.model, loaded.tokenizer, ns, targets=target_codes, sources=source_codes,
-                             alphas=candidates, neuron_set_name=neuron_set, method=method,
+    result = run_calibration(loaded.model, loaded.tokenizer, sets, targets=target_codes, sources=source_codes,
+                             alphas=candidates, methods=method_list, positions=position_list,
                              questions_per_source=questions_per_source, max_new_tokens=max_new_tokens)
     write_json(out_file, {"model": model_name, **result.to_json()})
-    for target, rates in result.rates.items():
+    for setting in result.settings:
+        click.echo(f"{setting.key}: mean best rate {result.score(setting):.1f}%")
+    click.echo(f"chosen: {result.chosen.key}")
+    for target, rates in result.rates[result.chosen.key].items():
         shown = "  ".join(f"α={alpha}: {rate:.0f}%" for alpha, rate in rates.items())
-        click.echo(f"{target}: best α={result.best[target]:g}   {shown}")
+        click.echo(f"  {target}: best α={result.best[target]:g}   {shown}")
+
+
+def _split(text: str) -> list[str]:
+    return [part for part in text.replace(",", " ").split() if part]
 
 
 @cli.command()

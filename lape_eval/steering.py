@@ -24,7 +24,9 @@ generation holds the prompt and every later one a generated token; padding (know
 attention mask) is never edited.
 
 :func:`steer` applies a spec to any transformers causal LM and removes every hook on exit, even on
-an exception; weights are never touched.
+an exception; weights are never touched. Given a list of specs, one per batch row, it steers each row
+of a batch its own way (a calibration or a sweep then fills whole batches instead of one small batch
+per source/target pair).
 """
 
 from __future__ import annotations
@@ -264,6 +266,68 @@ def _edit_for(term: SteerTerm, spec: SteerSpec, neuron_set, layer: int, index: t
     return _Edit("add", index, strength * (mu - rest))
 
 
+@dataclass
+class _RowwiseEdit:
+    """All edits of one layer for a batch whose rows carry different specs.
+
+    Every edit is affine in the old value (set: 0·g + v, add: g + v, scale: s·g), so a row's chain of
+    edits collapses into one affine map per neuron, and the batch into ``g ← a·g + b`` over the union
+    of the rows' neurons (rows that leave a neuron alone have a = 1, b = 0).
+    """
+
+    index: torch.Tensor  # int64 [n]: union of the neurons any row edits in this layer
+    scale: torch.Tensor  # [rows, n]
+    shift: torch.Tensor  # [rows, n]
+
+
+@dataclass
+class RowwiseSteer:
+    """Per-layer edits for a batch: row ``i`` is steered by ``specs[i]``."""
+
+    specs: list[SteerSpec]
+    edits: list[list[_RowwiseEdit]]
+
+    @property
+    def touched_layers(self) -> list[int]:
+        return [layer for layer, edits in enumerate(self.edits) if edits]
+
+    @property
+    def positions(self) -> str:
+        return self.specs[0].positions
+
+
+def compile_rowwise(specs: list[SteerSpec], neuron_set, sites: NeuronSites | None = None) -> RowwiseSteer:
+    """Compile one spec per batch row; every spec must edit the same ``positions``."""
+    if not specs:
+        raise LapeEvalError("steer() got an empty list of specs: give one spec per batch row.")
+    if len({spec.positions for spec in specs}) > 1:
+        raise LapeEvalError("Specs steered in one batch must share `positions` (all, prompt or generated): "
+                            "run batches with different positions separately.")
+    distinct = {spec: compile_steer(spec, neuron_set, sites) for spec in dict.fromkeys(specs)}
+    compiled = [distinct[spec] for spec in specs]
+    edits: list[list[_RowwiseEdit]] = [[] for _ in range(neuron_set.num_layers)]
+    for layer in range(neuron_set.num_layers):
+        row_edits = [c.edits[layer] for c in compiled]
+        if not any(row_edits):
+            continue
+        index = torch.unique(torch.cat([e.index for row in row_edits for e in row]))
+        scale = torch.ones(len(specs), index.numel())
+        shift = torch.zeros(len(specs), index.numel())
+        for row, chain in enumerate(row_edits):
+            for edit in chain:  # compose in the order the single-spec hook applies them
+                at = torch.searchsorted(index, edit.index)
+                values = edit.values.expand(edit.index.numel())
+                if edit.op == "set":
+                    scale[row, at], shift[row, at] = 0.0, values
+                elif edit.op == "add":
+                    shift[row, at] += values
+                else:
+                    scale[row, at] *= values
+                    shift[row, at] *= values
+        edits[layer].append(_RowwiseEdit(index, scale, shift))
+    return RowwiseSteer(list(specs), edits)
+
+
 # --- hooks ----------------------------------------------------------------------------------------
 
 
@@ -328,12 +392,29 @@ def _apply_edits(g: torch.Tensor, edits: list[_Edit], mask: torch.Tensor | None)
     return g
 
 
+def _apply_rowwise(g: torch.Tensor, edits: list[_RowwiseEdit], mask: torch.Tensor | None) -> torch.Tensor:
+    if torch.is_grad_enabled():
+        g = g.clone()
+    for edit in edits:
+        if g.shape[0] != edit.scale.shape[0]:
+            raise LapeEvalError(f"A batch of {g.shape[0]} rows was steered with {edit.scale.shape[0]} specs: "
+                                "give steer() exactly one spec per row of every batch it runs.")
+        old = g[..., edit.index]
+        new = old * edit.scale.unsqueeze(1) + edit.shift.unsqueeze(1)
+        if mask is not None:
+            new = torch.where(mask.unsqueeze(-1), new, old)
+        g[..., edit.index] = new.to(g.dtype)
+    return g
+
+
 class SteeringHandle:
     """What :func:`steer` yields: the compiled spec, and ``remove()`` (called on exit)."""
 
-    def __init__(self, model, compiled: CompiledSteer, sites: NeuronSites):
+    def __init__(self, model, compiled: CompiledSteer | RowwiseSteer, sites: NeuronSites):
         self.compiled = compiled
-        self.tracker = _PositionTracker(compiled.spec.positions)
+        rowwise = isinstance(compiled, RowwiseSteer)
+        self._apply = _apply_rowwise if rowwise else _apply_edits
+        self.tracker = _PositionTracker(compiled.positions if rowwise else compiled.spec.positions)
         self._handles = []
         decoder = unwrap_model(model).base_model
         self._handles.append(decoder.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True))
@@ -342,8 +423,8 @@ class SteeringHandle:
             self._handles.append(module.register_forward_hook(
                 self._hook(compiled.edits[layer], _module_device(sites.layers[layer]))))
 
-    def _hook(self, edits: list[_Edit], device: torch.device):
-        tracker = self.tracker
+    def _hook(self, edits: list, device: torch.device):
+        tracker, apply = self.tracker, self._apply
         # The edits' tensors, per device the layer has run on: normally one, placed here up front. A
         # layer whose weights are offloaded (accelerate's device_map with CPU/disk offload, as
         # parallelize=True does when the model does not fit) has its parameters on "meta" and runs on
@@ -356,7 +437,7 @@ class SteeringHandle:
             local = placed.get(output.device)
             if local is None:
                 local = placed[output.device] = _edits_on(edits, output.device)
-            return _apply_edits(output, local, tracker.mask_on(output.device))
+            return apply(output, local, tracker.mask_on(output.device))
 
         return edit
 
@@ -366,8 +447,9 @@ class SteeringHandle:
         self._handles = []
 
 
-def _edits_on(edits: list[_Edit], device: torch.device) -> list[_Edit]:
-    return [replace(e, index=e.index.to(device), values=e.values.to(device)) for e in edits]
+def _edits_on(edits: list, device: torch.device) -> list:
+    return [replace(e, **{name: getattr(e, name).to(device) for name in ("index", "values", "scale", "shift")
+                          if hasattr(e, name)}) for e in edits]
 
 
 def _module_device(module: torch.nn.Module) -> torch.device:
@@ -377,16 +459,23 @@ def _module_device(module: torch.nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def steer(model, neuron_set, spec: SteerSpec | str, **spec_args):
+def steer(model, neuron_set, spec: SteerSpec | str | list, **spec_args):
     """Apply ``spec`` (a :class:`SteerSpec` or a string like ``"-en +de"``) to ``model`` inside the block.
 
     >>> with steer(model, NeuronSet.load("gemma.safetensors"), "-en +de", alpha=1.5):
     ...     model.generate(...)
+
+    A list of specs steers row ``i`` of every batch with ``spec[i]`` (batches must then have exactly
+    that many rows): ``steer(model, ns, ["-en +de", "-en +fr", "none"])``.
     """
-    if isinstance(spec, str) or spec is None:
-        spec = parse_steer(spec, **spec_args)
     sites = resolve(model)
-    compiled = compile_steer(spec, neuron_set, sites)
+    if isinstance(spec, (list, tuple)):
+        specs = [s if isinstance(s, SteerSpec) else parse_steer(s, **spec_args) for s in spec]
+        compiled = compile_rowwise(specs, neuron_set, sites)
+    else:
+        if isinstance(spec, str) or spec is None:
+            spec = parse_steer(spec, **spec_args)
+        compiled = compile_steer(spec, neuron_set, sites)
     handle = SteeringHandle(model, compiled, sites)
     try:
         yield handle

@@ -78,6 +78,56 @@ def test_every_operator_equals_a_manual_mlp_computation(arch, act, text, args):
         torch.testing.assert_close(seen[("y", layer)], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch, act", [("llama", F.silu), ("gemma3", lambda x: F.gelu(x, approximate="tanh"))])
+def test_one_spec_per_row_equals_the_manual_computation_of_each_row(arch, act):
+    model = build_model(arch)
+    sites = resolve(model)
+    ns = make_set(sites.width, sites.num_layers)
+    specs = [parse_steer(text, **args) for text, args in SPECS] + [parse_steer("none")]
+    seen = {}
+    handles = []
+    for layer, block in enumerate(sites.layers):
+        handles.append(block.mlp.register_forward_pre_hook(lambda m, a, layer=layer: seen.__setitem__(("x", layer), a[0])))
+        handles.append(block.mlp.register_forward_hook(lambda m, a, out, layer=layer: seen.__setitem__(("y", layer), out)))
+    ids = torch.randint(3, 250, (len(specs), 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), steer(model, ns, specs):
+        model(input_ids=ids)
+    for h in handles:
+        h.remove()
+    for layer, block in enumerate(sites.layers):
+        for row, spec in enumerate(specs):
+            expected = manual_mlp(block.mlp, seen[("x", layer)][row:row + 1], layer, ns, spec, act)
+            torch.testing.assert_close(seen[("y", layer)][row:row + 1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_one_spec_per_row_generates_what_each_spec_generates_alone():
+    model = build_model("llama")
+    tokenizer = build_tokenizer()
+    ns = make_set(resolve(model).width)
+    texts = ["-en +de", "-de +fr:3", "none", "-fr +en"]
+    batch = tokenizer(["The quick brown fox"] * len(texts), return_tensors="pt")  # equal lengths: no padding
+    args = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        with steer(model, ns, texts, alpha=6.0, positions="generated"):
+            together = model.generate(**batch, **args)
+        for row, text in enumerate(texts):
+            with steer(model, ns, text, alpha=6.0, positions="generated"):
+                alone = model.generate(**{k: v[row:row + 1] for k, v in batch.items()}, **args)
+            assert torch.equal(together[row:row + 1], alone), text
+    assert len({tuple(row.tolist()) for row in together}) > 1, "the specs should steer the rows apart"
+
+
+def test_one_spec_per_row_refuses_mismatched_batches_and_mixed_positions():
+    model = build_model("llama")
+    ns = make_set(resolve(model).width)
+    with pytest.raises(LapeEvalError, match="one spec per row"), steer(model, ns, ["-en", "+de"]):
+        model(input_ids=torch.tensor([[5, 17, 42]]))
+    with pytest.raises(LapeEvalError, match="share `positions`"):
+        with steer(model, ns, [parse_steer("-en"), parse_steer("-en", positions="prompt")]):
+            pass
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def _edit_recorders(model, ns):
     """Record, per forward call, the positions whose g changed at the set's neurons of layer 0."""
     sites = resolve(model)
