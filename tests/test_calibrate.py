@@ -70,6 +70,40 @@ def test_the_batched_sweep_equals_one_steered_cell_at_a_time(monkeypatch):
     assert result.chosen.key == max(result.settings, key=result.score).key
 
 
+class _Stop(Exception):
+    """Stands for an interruption (Ctrl-C, a killed job)."""
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(monkeypatch, tmp_path):
+    monkeypatch.setattr(calibration_module, "forced", _judge)
+    model, tokenizer = build_model("llama"), build_tokenizer()
+    neuron_set = make_set(resolve(model).width)
+    args = dict(targets=["de", "fr"], sources=["en"], alphas=[0.5, 2.0, 8.0], positions=["all", "generated"],
+                questions_per_source=2, max_new_tokens=4, progress=False)
+    uninterrupted = calibrate(model, tokenizer, {"tiny": neuron_set}, **args)
+
+    real, calls, interrupt = calibration_module.generate_answers, [], {"at": 4}
+
+    def interrupted_on_the_fourth_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == interrupt["at"]:
+            raise _Stop
+        return real(*a, **k)
+
+    monkeypatch.setattr(calibration_module, "generate_answers", interrupted_on_the_fourth_batch)
+    checkpoint = tmp_path / "calibration.json.partial.json"
+    with pytest.raises(_Stop):
+        calibrate(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **args)
+    calls.clear()
+    interrupt["at"] = None
+    resumed = calibrate(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **args)
+    assert len(calls) == 6 - 3  # 2 settings × 3 alphas, three measured before the interruption
+    assert resumed.rates == uninterrupted.rates and resumed.best == uninterrupted.best
+    calls.clear()
+    other = calibrate(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **{**args, "questions_per_source": 1})
+    assert len(calls) == 6 and other.questions_per_source == 1  # another sweep does not reuse the rates
+
+
 def test_cli_writes_a_calibration_that_the_lape_model_reads(tiny_model_dir, tmp_path):
     set_file = tmp_path / "tiny.safetensors"
     model = build_model("llama")
