@@ -19,9 +19,12 @@ carry its own strength: ``"-en +zh:0.5"`` (α = 0.5 for zh; for ``-`` terms, the
 ``language_alphas`` gives per-language defaults (``"zh:0.5 de:1.5"``), e.g. from a calibration.
 
 ``positions`` chooses the tokens that are edited: ``all`` (the paper), ``prompt`` (tokens of the
-input), ``generated`` (tokens produced by generation). With the KV cache, the first forward pass of a
-generation holds the prompt and every later one a generated token; padding (known from the
-attention mask) is never edited.
+input), ``generated`` (tokens produced by generation), ``answer`` (the tokens whose next-token
+prediction is the answer: the prompt's last token and the generated ones; with ``generated`` the first
+answer token is still predicted unsteered, which often starts the answer in the prompt's language).
+With the KV cache, the first forward pass of a generation holds the prompt and every later one a
+generated token; padding (known from the attention mask) is never edited. ``answer`` assumes left
+padding in the prompt pass (as generation uses), where the last position is every row's last token.
 
 :func:`steer` applies a spec to any transformers causal LM and removes every hook on exit, even on
 an exception; weights are never touched. Given a list of specs, one per batch row, it steers each row
@@ -43,7 +46,7 @@ from .errors import LapeEvalError
 from .languages import get_language
 
 METHODS = ("add", "multiply", "replace", "diffmean")
-POSITIONS = ("all", "prompt", "generated")
+POSITIONS = ("all", "prompt", "generated", "answer")
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ def parse_steer(
     positions = str(positions).strip().lower()
     if positions not in POSITIONS:
         raise LapeEvalError(f"Unknown positions {positions!r}: choose all (every token, the paper), prompt "
-                            "(input tokens only) or generated (generated tokens only).")
+                            "(input tokens only), generated (generated tokens only) or answer (the prompt's last "
+                            "token and the generated tokens).")
     alpha = _number("alpha", alpha, minimum=0.0)
     beta = _number("beta", beta)
     deactivate_value = _number("deactivate_value", deactivate_value)
@@ -347,7 +351,8 @@ class _PositionTracker:
     def pre_hook(self, module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
-        length = _input_length(args, kwargs)
+        inputs = _input_tensor(args, kwargs)
+        length = None if inputs is None else inputs.shape[1]
         is_prompt = past == 0
         self.skip = (self.positions == "prompt" and not is_prompt) or (self.positions == "generated" and is_prompt)
         attention = kwargs.get("attention_mask")
@@ -356,6 +361,10 @@ class _PositionTracker:
             self.mask = attention[:, -length:].bool()
         else:
             self.mask = None
+        if self.positions == "answer" and is_prompt and length is not None and length > 1:
+            last = torch.zeros(inputs.shape[0], length, dtype=torch.bool, device=inputs.device)
+            last[:, -1] = True
+            self.mask = last if self.mask is None else self.mask & last
 
     def mask_on(self, device: torch.device) -> torch.Tensor | None:
         """The mask on ``device``: a model sharded over devices (``parallelize=True``) runs later
@@ -368,11 +377,12 @@ class _PositionTracker:
         return self._masks[device]
 
 
-def _input_length(args, kwargs) -> int | None:
+def _input_tensor(args, kwargs) -> torch.Tensor | None:
     for candidate in (kwargs.get("input_ids"), args[0] if args else None, kwargs.get("inputs_embeds")):
         if torch.is_tensor(candidate):
-            return candidate.shape[1]
+            return candidate
     return None
+
 
 
 def _apply_edits(g: torch.Tensor, edits: list[_Edit], mask: torch.Tensor | None) -> torch.Tensor:

@@ -137,7 +137,7 @@ def _edit_recorders(model, ns):
     return sites, raw, edited, before, index
 
 
-@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated", "answer"])
 def test_positions_edit_exactly_the_tokens_they_name_with_left_padding_and_kv_cache(positions):
     model = build_model("llama")
     tokenizer = build_tokenizer()
@@ -156,10 +156,13 @@ def test_positions_edit_exactly_the_tokens_they_name_with_left_padding_and_kv_ca
     for step, (r, e) in enumerate(zip(raw, edited)):
         changed = (r != e).any(-1)  # [B, T]
         prompt_pass = step == 0
-        if prompt_pass:
+        if prompt_pass and positions == "answer":  # only the last prompt token: it predicts the first answer token
+            want = torch.zeros_like(pads)
+            want[:, -1] = True
+        elif prompt_pass:
             want = ~pads if positions in ("all", "prompt") else torch.zeros_like(pads)
         else:
-            want = torch.full(changed.shape, positions in ("all", "generated"))
+            want = torch.full(changed.shape, positions in ("all", "generated", "answer"))
         assert torch.equal(changed, want), (positions, step)
         assert bool((e[changed] == 7.0).all())
 
