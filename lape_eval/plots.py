@@ -189,7 +189,7 @@ def _chosen_languages(neuron_set, languages: list[str] | None) -> list[str]:
 
 
 def neurons_per_layer_data(neuron_set, languages: list[str] | None = None) -> Matrix:
-    from .neuron_set import layer_counts
+    from .inspection import layer_counts
 
     shown = _chosen_languages(neuron_set, languages)
     counts = layer_counts(neuron_set).numpy()  # [L, K]
@@ -209,7 +209,7 @@ def neurons_per_layer_figure(matrix: Matrix):
 
 
 def overlap_data(neuron_set, languages: list[str] | None = None) -> Matrix:
-    from .neuron_set import jaccard_matrix
+    from .inspection import jaccard_matrix
 
     shown = _chosen_languages(neuron_set, languages)
     index = [neuron_set.languages.index(code) for code in shown]

@@ -15,16 +15,9 @@ from lape_eval.arch import ACTIVATION_POINT, resolve
 from lape_eval.corpus import CorpusSpec, token_stream
 from lape_eval.errors import LapeEvalError
 from lape_eval.lape import select_language_neurons
-from lape_eval.neuron_set import (
-    NeuronSet,
-    export_reference_masks,
-    import_reference_masks,
-    jaccard_matrix,
-    neuron_set_path,
-    resolve_neuron_set,
-    shipped_neuron_sets,
-    upper_half_share,
-)
+from lape_eval.inspection import jaccard_matrix, upper_half_share
+from lape_eval.neuron_set import NeuronSet, neuron_set_path, resolve_neuron_set, shipped_neuron_sets
+from lape_eval.reference_masks import export_reference_masks, import_reference_masks
 from lape_eval.stats import (
     CollectionIdentity,
     CollectSettings,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lape_eval.languages import PAPER_LANGUAGES, get_language
-from lape_eval.neuron_set import jaccard_matrix, resolve_neuron_set, shipped_neuron_sets, upper_half_share
+from lape_eval.inspection import jaccard_matrix, upper_half_share
+from lape_eval.neuron_set import resolve_neuron_set, shipped_neuron_sets
 
 RATES = {1: 0.01, 2: 0.02, 3: 0.03, 4: 0.04, 5: 0.05}
 
