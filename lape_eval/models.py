@@ -92,7 +92,6 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for statistics collection, in eval mode."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_pretrained(name_or_path)
