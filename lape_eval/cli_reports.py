@@ -173,30 +173,28 @@ def _field_names(source_field, target_field, label_field, success_field, lid):
     return FieldNames(source_field, target_field, label_field, success_field, lid)
 
 
-@plot.command("neurons-per-layer")
-@click.argument("neuron_set")
-@click.option("--languages", default=None, help="Comma-separated languages (default: all in the set).")
-@_plot_options
-def plot_neurons_per_layer(neuron_set, languages, out_file, title, dpi, csv_file):
-    """Heatmap of language neurons per layer and language (languages grouped by family)."""
-    from .neuron_set import resolve_neuron_set
-    from .plots import neurons_per_layer_data, neurons_per_layer_figure
+def _neuron_set_plot(command: str, stem: str, help_text: str):
+    """Register ``lape-eval plot COMMAND SET``: a heatmap from one neuron set, drawn by
+    ``plots.<stem>_data`` and ``plots.<stem>_figure``."""
 
-    matrix = neurons_per_layer_data(resolve_neuron_set(neuron_set), _names([languages]) or None)
-    _save_plot(matrix, neurons_per_layer_figure(matrix), out_file, title, dpi, csv_file)
+    @plot.command(command, help=help_text)
+    @click.argument("neuron_set")
+    @click.option("--languages", default=None, help="Comma-separated languages (default: all in the set).")
+    @_plot_options
+    def plot_from_neuron_set(neuron_set, languages, out_file, title, dpi, csv_file):
+        from . import plots
+        from .neuron_set import resolve_neuron_set
+
+        matrix = getattr(plots, f"{stem}_data")(resolve_neuron_set(neuron_set), _names([languages]) or None)
+        _save_plot(matrix, getattr(plots, f"{stem}_figure")(matrix), out_file, title, dpi, csv_file)
+
+    return plot_from_neuron_set
 
 
-@plot.command("overlap")
-@click.argument("neuron_set")
-@click.option("--languages", default=None, help="Comma-separated languages (default: all in the set).")
-@_plot_options
-def plot_overlap(neuron_set, languages, out_file, title, dpi, csv_file):
-    """Heatmap of the Jaccard overlap between languages' neurons, ordered by language family."""
-    from .neuron_set import resolve_neuron_set
-    from .plots import overlap_data, overlap_figure
-
-    matrix = overlap_data(resolve_neuron_set(neuron_set), _names([languages]) or None)
-    _save_plot(matrix, overlap_figure(matrix), out_file, title, dpi, csv_file)
+plot_neurons_per_layer = _neuron_set_plot(
+    "neurons-per-layer", "neurons_per_layer", "Heatmap of language neurons per layer and language (languages grouped by family).")
+plot_overlap = _neuron_set_plot(
+    "overlap", "overlap", "Heatmap of the Jaccard overlap between languages' neurons, ordered by language family.")
 
 
 @plot.command("forcing")
