@@ -34,14 +34,15 @@ TOP_RATES = ("1pct", "2pct", "3pct", "4pct", "5pct")
 # What `--calibrate` sweeps (and what made the shipped calibration): the paper's operator on the 3 %
 # and 5 % sets, edits on the answer-predicting or the generated tokens, five strengths. A first
 # screen on the calibration questions (1/3/5 % × all/generated × α 0.5-3) found the 1 % set and
-# positions=all weaker (neuron_sets/README.md, "Steering the demo").
+# positions=all weaker (docs/steering-gemma.md).
 CALIBRATION_RATES = ("3pct", "5pct")
 CALIBRATION_METHODS = ("add",)
 CALIBRATION_POSITIONS = ("answer", "generated")
 CALIBRATION_ALPHAS = ("0.25", "0.5", "1", "1.5", "2")
 SHIPPED_CALIBRATION = "gemma-3-270m-demo-calibration.json"
 # Without any calibration (--calibration none): the paper's operator on the 1 % set, one α for all.
-FALLBACK = {"neurons": f"{SET_NAME}-1pct", "method": "add", "positions": "all", "alpha": 2.0}
+FALLBACK_RATE = "1pct"
+FALLBACK = {"method": "add", "positions": "all", "alpha": 2.0}
 
 
 @dataclass
@@ -64,16 +65,15 @@ class DemoPlan:
     def results(self) -> Path:
         return self.out / "results"
 
-    def identified_sets(self) -> list[Path]:
-        return [self.out / "neuron_sets" / f"{SET_NAME}-{rate}.safetensors" for rate in TOP_RATES]
+    def set_ref(self, rate: str) -> str:
+        """The demo's set of one top rate: rebuilt under OUT with --identify, else the shipped one."""
+        if self.identify:
+            return str(self.out / "neuron_sets" / f"{SET_NAME}-{rate}.safetensors")
+        return f"{SET_NAME}-{rate}"
 
     def candidate_sets(self) -> list[str]:
         """The neuron sets the calibration chooses from: the one asked for, or the calibrated top rates."""
-        if self.neuron_set:
-            return [self.neuron_set]
-        if self.identify:
-            return [str(self.out / "neuron_sets" / f"{SET_NAME}-{rate}.safetensors") for rate in CALIBRATION_RATES]
-        return [f"{SET_NAME}-{rate}" for rate in CALIBRATION_RATES]
+        return [self.neuron_set] if self.neuron_set else [self.set_ref(rate) for rate in CALIBRATION_RATES]
 
     def calibration_ref(self) -> str | None:
         """The calibration JSON to steer with, or None (the fallback setting)."""
@@ -92,9 +92,7 @@ class DemoPlan:
         """The lape model arguments of the steered runs: the calibration's choice, or the fallback."""
         calibration = self.calibration_ref()
         if calibration is None:
-            if self.neuron_set:
-                return {**FALLBACK, "neurons": self.neuron_set}
-            return {**FALLBACK, "neurons": str(self.identified_sets()[0]) if self.identify else FALLBACK["neurons"]}
+            return {**FALLBACK, "neurons": self.neuron_set or self.set_ref(FALLBACK_RATE)}
         chosen = json.loads(Path(calibration).read_text(encoding="utf-8"))["chosen"]
         return {"neurons": chosen["neuron_set"], "method": chosen["method"], "positions": chosen["positions"],
                 "language_alphas": calibration}
@@ -161,7 +159,7 @@ def run_demo(plan: DemoPlan) -> None:
         _run(plan, "LAPE neuron sets, top rates 1-5 %",
              _lape_eval("identify", str(stats), "--out", str(plan.out / "neuron_sets"), "--name", "gemma-3-270m-udhr",
                         "--top-rates", "0.01,0.02,0.03,0.04,0.05"),
-             outputs=plan.identified_sets())
+             outputs=[Path(plan.set_ref(rate)) for rate in TOP_RATES])
     else:
         click.echo(f"✓ neuron sets: the shipped {SET_NAME}-* sets (run with --identify to rebuild them)")
 
