@@ -2,7 +2,8 @@
 including the first model load), and its headline result (issue 8: off-diagonal forcing success
 ≥ 60 % and ≥ 3× the unsteered rate, settings chosen on the calibration questions only).
 
-The demo runs as a newcomer runs it (`python -m lape_eval demo --out DIR`) in a fresh output folder and
+The demo runs as a newcomer runs it (`python -m lape_eval demo --out DIR`) in a fresh output folder
+(``runs/bench-demo``, emptied first and kept afterwards: the README shows its table and heatmap) and
 with an empty model cache (``LAPE_EVAL_CACHE``), so the timed run includes reading Gemma-3-270M from its
 PyPI package, dequantising it and writing the safetensors cache. Its ``summary.json`` gives the step
 times and the forcing rates. ``--quick`` uses the reduced demo of CI (tests/data/demo_baseline).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,15 +28,16 @@ FORCING_TARGET = 60.0
 FORCING_FACTOR_TARGET = 3.0
 
 
-def _run_demo(arguments: list[str]) -> tuple[float, dict, float]:
-    with tempfile.TemporaryDirectory(prefix="lape-bench-demo-") as scratch:
-        out, cache = Path(scratch) / "demo", Path(scratch) / "cache"
+def _run_demo(arguments: list[str], out: Path) -> tuple[float, dict, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="lape-bench-demo-cache-") as cache:
         env = {**os.environ, "LAPE_EVAL_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lape_eval", "demo", "--out", str(out), *arguments], env=env,
-                       cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+        with open(out.with_suffix(".log"), "w", encoding="utf-8") as log:  # the demo's own output, kept
+            subprocess.run([sys.executable, "-m", "lape_eval", "demo", "--out", str(out), *arguments], env=env,
+                           cwd=REPO_ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - start
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     return seconds, summary, load
@@ -45,7 +48,7 @@ def run(quick: bool = False) -> list[dict]:
     if quick:
         settings = json.loads((REPO_ROOT / "tests" / "data" / "demo_baseline" / "settings.json").read_text())
         arguments = settings["demo_args"]
-    seconds, summary, load = _run_demo(arguments)
+    seconds, summary, load = _run_demo(arguments, REPO_ROOT / "runs" / ("bench-demo-quick" if quick else "bench-demo"))
     what = "reduced demo (" + " ".join(arguments) + ")" if quick else "default demo"
     steps = "; ".join(f"{title.split(' (')[0]} {time_s:.0f} s" for title, time_s in summary["steps_seconds"].items())
     setting = (f"{what}: languages {','.join(summary['languages'])}, pairs {','.join(summary['pairs'])}; fresh output "
