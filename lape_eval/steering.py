@@ -305,7 +305,7 @@ def compile_rowwise(specs: list[SteerSpec], neuron_set, sites: NeuronSites | Non
     if not specs:
         raise LapeEvalError("steer() got an empty list of specs: give one spec per batch row.")
     if len({spec.positions for spec in specs}) > 1:
-        raise LapeEvalError("Specs steered in one batch must share `positions` (all, prompt or generated): "
+        raise LapeEvalError(f"Specs steered in one batch must share `positions` ({', '.join(POSITIONS)}): "
                             "run batches with different positions separately.")
     distinct = {spec: compile_steer(spec, neuron_set, sites) for spec in dict.fromkeys(specs)}
     compiled = [distinct[spec] for spec in specs]
@@ -382,7 +382,6 @@ def _input_tensor(args, kwargs) -> torch.Tensor | None:
         if torch.is_tensor(candidate):
             return candidate
     return None
-
 
 
 def _apply_edits(g: torch.Tensor, edits: list[_Edit], mask: torch.Tensor | None) -> torch.Tensor:
