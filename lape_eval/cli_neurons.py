@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from .cli import cli, model_options
+from .distributed import init_distributed
 from .errors import LapeEvalError
 
 @cli.command()
@@ -41,7 +40,7 @@ def collect(model_name, revision, dtype, device, trust_remote_code, languages, c
     if max_tokens is not None and max_tokens <= 0:
         raise LapeEvalError(f"--max-tokens must be a positive number of tokens (got {max_tokens}).")
     spec = CorpusSpec(corpus, text_field)
-    dist = _init_distributed()
+    dist = init_distributed()
     device = device or (f"cuda:{dist}" if dist is not None and default_device() == "cuda" else default_device())
     loaded = load_model(model_name, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)
     settings = CollectSettings(spec, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
@@ -54,18 +53,6 @@ def collect(model_name, revision, dtype, device, trust_remote_code, languages, c
         for lang, stats in results.items():
             probability = stats.activation_probability.mean().item()
             click.echo(f"  {lang}: {stats.tokens:>10,} tokens, mean P(g>0) = {probability:.3f}")
-
-
-def _init_distributed() -> int | None:
-    """Join the process group that torchrun / accelerate launch set up; return the local rank."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch
-
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 @cli.command()

@@ -916,9 +916,9 @@ def finetune_command(*, model_name, revision, dtype, device, trust_remote_code, 
     if settings.method == "mlp" and dtype in ("bfloat16", "bf16", "float16", "fp16", "half"):
         warnings.warn("--method mlp with a half-precision --dtype trains the MLP weights in half precision; use "
                       "--dtype float32 --bf16 for mixed precision with float32 weights.", stacklevel=2)
-    from .cli import _init_distributed
+    from .distributed import init_distributed
 
-    local_rank = _init_distributed()
+    local_rank = init_distributed()
     if device is None:
         device = f"cuda:{local_rank}" if local_rank is not None and default_device() == "cuda" else default_device()
     loaded = load_model(model_name, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)
