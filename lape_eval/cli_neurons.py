@@ -7,7 +7,6 @@ from __future__ import annotations
 import click
 
 from .cli import cli, model_options
-from .distributed import init_distributed
 from .errors import LapeEvalError
 
 @cli.command()
@@ -40,6 +39,8 @@ def collect(model_name, revision, dtype, device, trust_remote_code, languages, c
     if max_tokens is not None and max_tokens <= 0:
         raise LapeEvalError(f"--max-tokens must be a positive number of tokens (got {max_tokens}).")
     spec = CorpusSpec(corpus, text_field)
+    from .distributed import init_distributed
+
     dist = init_distributed()
     device = device or (f"cuda:{dist}" if dist is not None and default_device() == "cuda" else default_device())
     loaded = load_model(model_name, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)

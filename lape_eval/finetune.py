@@ -57,6 +57,7 @@ from .artifacts import read_json, write_json
 from .corpus import (HUB_DATASETS, CorpusSpec, batched, bos_token_to_prepend, make_batch, pad_token_id,
                      packed_sequences, token_stream)
 from .delta import DELTA_FILE, DeltaModule, hidden_size, weights_per_neuron
+from .distributed import Distributed, init_distributed
 from .errors import LapeEvalError
 from .languages import get_language
 
@@ -161,46 +162,6 @@ class FinetuneSettings:
             for key in ("lora_rank", "lora_alpha", "lora_dropout"):
                 data.pop(key)
         return data
-
-
-# --------------------------------------------------------------------------------------------------
-# Distributed helpers (torch.distributed is optional; one process is world size 1)
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def current(cls) -> "Distributed":
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
-        return cls()
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            torch.distributed.all_reduce(tensor)
-        return tensor
-
-    def broadcast_(self, tensor: torch.Tensor) -> None:
-        if self.world > 1:
-            torch.distributed.broadcast(tensor, src=0)
-
-    def gather(self, value) -> list:
-        if self.world == 1:
-            return [value]
-        out = [None] * self.world
-        torch.distributed.all_gather_object(out, value)
-        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -916,8 +877,6 @@ def finetune_command(*, model_name, revision, dtype, device, trust_remote_code, 
     if settings.method == "mlp" and dtype in ("bfloat16", "bf16", "float16", "fp16", "half"):
         warnings.warn("--method mlp with a half-precision --dtype trains the MLP weights in half precision; use "
                       "--dtype float32 --bf16 for mixed precision with float32 weights.", stacklevel=2)
-    from .distributed import init_distributed
-
     local_rank = init_distributed()
     if device is None:
         device = f"cuda:{local_rank}" if local_rank is not None and default_device() == "cuda" else default_device()

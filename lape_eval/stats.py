@@ -28,6 +28,7 @@ from . import __version__
 from .arch import ACTIVATION_POINT, NeuronSites, resolve, unwrap_model
 from .artifacts import load_tensors, read_json, save_tensors, write_json
 from .corpus import CorpusSpec, make_batch, packed_sequences, pad_token_id, token_stream
+from .distributed import Distributed
 from .errors import LapeEvalError
 from .languages import parse_languages
 
@@ -182,29 +183,14 @@ def _full_precision_float32_matmul(device: torch.device) -> bool:
         return False
 
 
-@dataclass
-class _Distributed:
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def current(cls) -> "_Distributed":
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
-        return cls()
-
-    def reduce_to_main(self, recorder: ActivationRecorder) -> None:
-        """Sum every rank's accumulators into rank 0's and zero the others (no double counting)."""
-        if self.world == 1:
-            return
-        for tensor in recorder.state():
-            torch.distributed.reduce(tensor, dst=0)
-        if self.rank != 0:
-            recorder.reset()
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+def _reduce_to_main(recorder: ActivationRecorder, dist: Distributed) -> None:
+    """Sum every rank's accumulators into rank 0's and zero the others (no double counting)."""
+    if dist.world == 1:
+        return
+    for tensor in recorder.state():
+        dist.sum_to_main_(tensor)
+    if not dist.main:
+        recorder.reset()
 
 
 @dataclass
@@ -305,7 +291,7 @@ def collect(
         corpus=settings.corpus.describe(), seq_len=settings.seq_len, bos_token_id=bos_id,
         max_tokens=settings.max_tokens,
     )
-    dist = _Distributed.current()
+    dist = Distributed.current()
     folder = StatisticsFolder(out_dir)
     if dist.rank == 0:
         folder.claim(identity)
@@ -354,7 +340,7 @@ def _collect_language(model, sites, tokenizer, lang, folder, settings, bos_id, d
             if step % settings.checkpoint_every == 0:
                 _checkpoint(recorder, folder.partial_file(lang), done, dist)
     bar.close()
-    dist.reduce_to_main(recorder)
+    _reduce_to_main(recorder, dist)
     if dist.rank == 0:
         tokens = int(recorder.tokens)
         if tokens == 0:
@@ -371,8 +357,8 @@ def _collect_language(model, sites, tokenizer, lang, folder, settings, bos_id, d
         folder.partial_file(lang).unlink(missing_ok=True)
 
 
-def _checkpoint(recorder: ActivationRecorder, path: Path, sequences_done: int, dist: _Distributed) -> None:
-    dist.reduce_to_main(recorder)
+def _checkpoint(recorder: ActivationRecorder, path: Path, sequences_done: int, dist: Distributed) -> None:
+    _reduce_to_main(recorder, dist)
     if dist.rank == 0:
         counts, sums, tokens = recorder.state()
         save_tensors(path, {"positive_counts": counts, "activation_sums": sums, "tokens": tokens},
@@ -380,7 +366,7 @@ def _checkpoint(recorder: ActivationRecorder, path: Path, sequences_done: int, d
     dist.barrier()
 
 
-def _resume(recorder: ActivationRecorder, path: Path, dist: _Distributed) -> int:
+def _resume(recorder: ActivationRecorder, path: Path, dist: Distributed) -> int:
     """Load a partial checkpoint into rank 0's accumulators; return the sequences it covers."""
     if not path.exists():
         return 0

@@ -270,7 +270,8 @@ class _Scatter(torch.nn.Module):
 def test_subnetwork_training_equals_training_the_rows_themselves(tiny_model_dir):
     """Same data, AdamW, weight decay and clipping: the delta scheme ends where the reference scheme does."""
     from lape_eval.arch import resolve
-    from lape_eval.finetune import Distributed, SubnetworkMethod, train_step
+    from lape_eval.distributed import Distributed
+    from lape_eval.finetune import SubnetworkMethod, train_step
 
     indices = [torch.tensor([3, 7, 40]), torch.tensor([1, 95])]
     s = FinetuneSettings(method="subnetwork", language="de", lr=3e-2, weight_decay=0.5, clip=0.05, batch_size=2)
