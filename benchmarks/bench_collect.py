@@ -425,17 +425,6 @@ def run(quick: bool = False) -> list[dict]:
     return records
 
 
-def _report(records: list[dict]) -> None:
-    for record in records:
-        if record["value"] is None:
-            print(f"{record['name']}: {record['baseline']}")
-            continue
-        passed = record.get("passed", record["ratio"] <= 1)
-        print(f"{record['name']}: {record['value']:.3f} {record['unit']} (target {record['comparison']} "
-              f"{record['target']:g}) {'PASS' if passed else 'FAIL'}")
-        print(f"    {record['baseline']}")
-
-
 if __name__ == "__main__":
     arguments = sys.argv[1:]
     quick = "--quick" in arguments
@@ -451,4 +440,6 @@ if __name__ == "__main__":
     elif arguments[:1] == ["--memory"]:
         print(json.dumps(measure_memory(*map(Path, arguments[1:4]), streamed="--streamed" in arguments[4:])))
     else:
-        _report(run(quick))
+        from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+        print_records(run(quick), baselines=True)

@@ -77,6 +77,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for record in run(quick="--quick" in sys.argv[1:]):
-        print(f"{record['name']}: {record['value']:.2f} {record['unit']} (target {record['target']:g}, "
-              f"ratio {record['ratio']:.3f})\n  {record['baseline']}")
+    from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+    print_records(run(quick="--quick" in sys.argv[1:]), baselines=True)

@@ -215,12 +215,6 @@ def run(models: tuple[str, ...] = MODELS, steps: int = 5, quick: bool = False) -
     return records
 
 
-def _report(records: list[dict]) -> None:
-    for record in records:
-        print(f"{record['name']}: {record['value']:.3f} {record['unit']} (target ≤ {record['target']})")
-        print(f"  {record['baseline']}")
-
-
 if __name__ == "__main__":
     arguments = sys.argv[1:]
     if arguments[:1] == ["--memory"]:
@@ -230,4 +224,6 @@ if __name__ == "__main__":
     else:
         steps = int(arguments[arguments.index("--steps") + 1]) if "--steps" in arguments else 5
         names = tuple(a for a in arguments if a in MODELS) or MODELS
-        _report(run(names, steps))
+        from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+        print_records(run(names, steps), baselines=True)

@@ -128,19 +128,10 @@ def run() -> list[dict]:
     ]
 
 
-def _report(records: list[dict]) -> None:
-    time_record, memory_record = records
-    print(
-        f"{time_record['name']}: {time_record['value']:.2f} s (target ≤ {time_record['target']:g} s, "
-        f"ratio {time_record['ratio']:.2f}), peak {memory_record['value']:.2f} GB "
-        f"(target ≤ {memory_record['target']:g} GB, ratio {memory_record['ratio']:.2f})"
-    )
-    for record in records:
-        print(f"  {record['name']}: {record['baseline']}")
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["--measure"]:
         print(json.dumps(_measure()))
     else:
-        _report(run())
+        from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+        print_records(run(), baselines=True)

@@ -152,23 +152,12 @@ def accuracy_table(backends: tuple[str, ...] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
-def _report(records: list[dict]) -> None:
-    for record in records:
-        print(
-            f"{record['name']}: {_number(record['value'])} {record['unit']} "
-            f"(target {_number(record['target'])}, ratio {record['ratio']:.3g})"
-        )
-        print(f"  {record['baseline']}")
-
-
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO_ROOT))
     arguments = sys.argv[1:]
     if arguments[:1] == ["--accuracy"]:
         print(accuracy_table(tuple(arguments[1:]) or None))
     else:
-        _report(run(tuple(arguments) or None))
+        from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+        print_records(run(tuple(arguments) or None), baselines=True)

@@ -226,12 +226,7 @@ def run(quick: bool = False) -> list[dict]:
     return records
 
 
-def _report(records: list[dict]) -> None:
-    for record in records:
-        print(f"{record['name']}: {record['value']:+.2f} {record['unit']} (target {record['comparison']} "
-              f"{record['target']:g}) {'PASS' if record['passed'] else 'FAIL'}")
-        print(f"    {record['baseline']}")
-
-
 if __name__ == "__main__":
-    _report(run("--quick" in sys.argv[1:]))
+    from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+    print_records(run("--quick" in sys.argv[1:]), baselines=True)

@@ -543,16 +543,6 @@ def run(quick: bool = False) -> list[dict]:
     return records
 
 
-def _report(records: list[dict]) -> None:
-    for record in records:
-        if record["value"] is None:
-            print(f"{record['name']}: {record['baseline']}")
-            continue
-        print(f"{record['name']}: {record['value']:.3f} {record['unit']} (target {record['comparison']} "
-              f"{record['target']:g}) {'PASS' if record['passed'] else 'FAIL'}")
-        print(f"    {record['baseline']}")
-
-
 if __name__ == "__main__":
     import torch
 
@@ -572,4 +562,6 @@ if __name__ == "__main__":
             result = measure_grid(paths, arguments[2], quick)
         print(json.dumps(result))
     else:
-        _report(run(quick))
+        from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+        print_records(run(quick), baselines=True)

@@ -121,12 +121,7 @@ def run(backends: tuple[str, ...] | None = None) -> list[dict]:
     return records
 
 
-def _report(records: list[dict]) -> None:
-    for record in records:
-        print(f"{record['name']}: {record['value']:.2f} {record['unit']} (target {record['target']:g}, "
-              f"ratio {record['ratio']:.3g})")
-        print(f"  {record['baseline']}")
-
-
 if __name__ == "__main__":
-    _report(run(tuple(sys.argv[1:]) or None))
+    from run import print_records  # benchmarks/run.py: this file's sibling when run as a script
+
+    print_records(run(tuple(sys.argv[1:]) or None), baselines=True)

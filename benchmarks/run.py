@@ -316,6 +316,17 @@ def render(data: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def print_records(records: list[dict], baselines: bool = False) -> None:
+    """One line per record (outcome, value, target, ratio); with ``baselines``, its baseline below it.
+    The runner prints this per module; a ``bench_*.py`` run on its own prints it with the baselines."""
+    for record in records:
+        print(f"   {outcome(record):7s} {record.get('name')}: {_number(record.get('value'))} {record.get('unit', '')} "
+              f"(target {comparison(record) or ''} {_number(record.get('target'))}, ratio {_number(record.get('ratio'))})",
+              flush=True)
+        if baselines:
+            print(f"           {record.get('baseline', '')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
@@ -330,10 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {stem}{' (quick)' if quick else ''}", flush=True)
         entry = run_module(modules[stem], quick)
         failed |= entry["error"] is not None
-        for record in entry["records"]:
-            print(f"   {outcome(record):7s} {record.get('name')}: {_number(record.get('value'))} {record.get('unit', '')} "
-                  f"(target {comparison(record) or ''} {_number(record.get('target'))}, ratio {_number(record.get('ratio'))})",
-                  flush=True)
+        print_records(entry["records"])
         if entry["error"]:
             print(f"   error: {entry['error']}", flush=True)
         print(f"   {entry['seconds']} s", flush=True)

@@ -124,15 +124,19 @@ def forcing_grid_task() -> TaskSpec:
         "")
 
 
+def _check_pair(family: str, source: str, target: str) -> None:
+    for code in (source, target):
+        check_language(code, None, family)
+    if source == target:
+        raise LapeEvalError(f"{family}_{source}-{target}: source and target must differ.")
+
+
 def _pair_home(source: str, target: str) -> str:
     return target if source == "en" else source
 
 
 def flores_task(source: str, target: str) -> TaskSpec:
-    for code in (source, target):
-        check_language(code, None, "lape_flores")
-    if source == target:
-        raise LapeEvalError(f"lape_flores_{source}-{target}: source and target must differ.")
+    _check_pair("lape_flores", source, target)
     return TaskSpec(
         f"lape_flores_{source}-{target}", "flores", "flores", "_flores_yaml",
         {"source_lang": source, "target_lang": target},
@@ -142,10 +146,7 @@ def flores_task(source: str, target: str) -> TaskSpec:
 
 
 def udhr_translation_task(source: str, target: str) -> TaskSpec:
-    for code in (source, target):
-        check_language(code, None, "lape_udhr_translation")
-    if source == target:
-        raise LapeEvalError(f"lape_udhr_translation_{source}-{target}: source and target must differ.")
+    _check_pair("lape_udhr_translation", source, target)
     return TaskSpec(
         f"lape_udhr_translation_{source}-{target}", "udhr_translation", "udhr_translation",
         "_udhr_translation_yaml", {"source_lang": source, "target_lang": target},
