@@ -20,7 +20,7 @@ from .cli import _names, cli, model_options
 @click.option("--methods", default="add", show_default=True,
               help="Methods to try for the '+' term (comma-separated: add, diffmean, replace).")
 @click.option("--positions", default="all", show_default=True,
-              help="Positions to try (comma-separated: all, prompt, generated).")
+              help="Positions to try (comma-separated: all, prompt, generated, answer).")
 @click.option("--questions", "questions_per_source", type=int, default=None, help="Questions per source (default: all 8).")
 @click.option("--max-new-tokens", type=int, default=32, show_default=True)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
@@ -43,7 +43,11 @@ def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set
 
     sets = {name: resolve_neuron_set(name) for name in _names([neuron_sets])}
     target_codes, source_codes = parse_languages(targets), parse_languages(sources)
-    candidates = [float(a) for a in _names([alphas])]
+    try:
+        candidates = [float(a) for a in _names([alphas])]
+    except ValueError:
+        raise click.BadParameter(f"write numbers separated by commas, e.g. 0.5,1,2 (got {alphas!r}).",
+                                 param_hint="--alphas") from None
     method_list, position_list = _names([methods]), _names([positions])
     for method in method_list:
         if method == "multiply":

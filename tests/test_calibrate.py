@@ -128,3 +128,7 @@ def test_cli_refuses_a_method_without_alpha_before_loading_anything(tmp_path):
                                       "--out", str(tmp_path / "c.json")])
     assert result.exit_code == 2 and "add, diffmean, replace" in result.output
     assert not (tmp_path / "c.json").exists()
+    result = CliRunner().invoke(cli, ["calibrate", "--model", str(tmp_path / "absent"), "--neurons",
+                                      "gemma-3-270m-udhr-1pct", "--targets", "de", "--alphas", "0.5,big",
+                                      "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 2 and "--alphas" in result.output and "Traceback" not in result.output
