@@ -7,7 +7,7 @@ Targets (issue 2, "Performance"):
 (b) Peak memory of collection does not grow with corpus size (the state is O(layers x neurons)).
 
 **(a) throughput.** One subprocess per model. It builds the batches once from the bundled UDHR (all
-21 languages, concatenated, tokenised, packed and batched with the real ``lape_eval.corpus``
+21 languages, concatenated, tokenised, packed and batched with the real ``lape_eval.neurons.corpus``
 functions, BOS as ``collect`` adds it), then times three variants on exactly those batches under
 ``torch.no_grad``:
 
@@ -15,7 +15,7 @@ functions, BOS as ``collect`` adds it), then times three variants on exactly tho
   head, no hooks) -- the forward collection itself runs, so this ratio is the hooks' cost alone;
 * ``causal_lm``: the plain forward of the whole causal LM (with the LM head), what a user calls "a
   forward pass of the model";
-* ``collect``: the real per-batch step of ``lape_eval.stats._collect_language``: an
+* ``collect``: the real per-batch step of ``lape_eval.neurons.stats._collect_language``: an
   ``ActivationRecorder`` with its hooks on the activation modules, ``set_count_mask`` and the
   decoder forward.
 
@@ -34,7 +34,7 @@ only (``..._vs_decoder_cputime_1thread``). With two threads on an oversubscribed
 parallel op waits for its slower thread, which inflates wall-clock time in proportion to the number
 of ops, not to the work, and the hooks add ops.
 
-**(b) memory.** The tiny Llama is saved to disk and collected with ``lape_eval.stats.collect`` (the
+**(b) memory.** The tiny Llama is saved to disk and collected with ``lape_eval.neurons.stats.collect`` (the
 library call behind ``lape-eval collect``) from a local folder corpus of the English UDHR repeated to
 1x, 4x and 16x the size, each in a fresh subprocess, three times per size. The extra memory of a run
 is ``ru_maxrss`` after ``collect`` minus the RSS right after the model was loaded (about 20 MB, with a
@@ -105,7 +105,7 @@ def udhr_batches(tokenizer, *, batch_size: int, seq_len: int, num_batches: int):
     """``num_batches`` full batches of packed multilingual UDHR text, built as ``collect`` builds them."""
     from itertools import chain, islice
 
-    from lape_eval.corpus import CorpusSpec, bos_token_to_prepend, make_batch, packed_sequences, pad_token_id, token_stream
+    from lape_eval.neurons.corpus import CorpusSpec, bos_token_to_prepend, make_batch, packed_sequences, pad_token_id, token_stream
     from lape_eval.udhr import UDHR_LANGUAGES
 
     bos_id = bos_token_to_prepend(tokenizer, "auto")
@@ -154,7 +154,7 @@ def measure_throughput(model_key: str, quick: bool = False, threads: int | None 
     import torch
 
     from lape_eval.arch import resolve, unwrap_model
-    from lape_eval.stats import ActivationRecorder
+    from lape_eval.neurons.stats import ActivationRecorder
 
     batch_size, seq_len, num_batches, repetitions, quick_repetitions = THROUGHPUT_SETUPS[model_key]
     repetitions = quick_repetitions if quick else repetitions
@@ -173,7 +173,7 @@ def measure_throughput(model_key: str, quick: bool = False, threads: int | None 
             module(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return forward
 
-    def collection(index: int):  # the per-batch step of lape_eval.stats._collect_language
+    def collection(index: int):  # the per-batch step of lape_eval.neurons.stats._collect_language
         input_ids, attention_mask, count_mask = batches[index]
         # The hooks sit on modules the baselines run too, so they are attached for this call only
         # (collect keeps them for the whole language; attaching and removing them costs microseconds).
@@ -251,7 +251,7 @@ def _streamed_folder_corpus(folder: Path):
     Same documents as the library's folder reader for these files (paragraphs separated by blank
     lines, stripped); it separates the memory of collection itself from that of reading the file.
     """
-    from lape_eval.corpus import CorpusSpec
+    from lape_eval.neurons.corpus import CorpusSpec
 
     class StreamedFolder(CorpusSpec):
         def documents(self, lang):
@@ -273,9 +273,9 @@ def measure_memory(model_dir: Path, corpus_dir: Path, out_dir: Path, streamed: b
     import gc
     import resource
 
-    from lape_eval.corpus import CorpusSpec
+    from lape_eval.neurons.corpus import CorpusSpec
     from lape_eval.models import load_model
-    from lape_eval.stats import CollectSettings, collect
+    from lape_eval.neurons.stats import CollectSettings, collect
 
     loaded = load_model(str(model_dir))
     gc.collect()
@@ -381,7 +381,7 @@ def _memory_record(runs: dict[int, dict], quick: bool, streamed: bool) -> dict:
         "comparison": "<=",
         "ratio": ratio / MEMORY_RATIO_TARGET,
         "baseline": (
-            f"extra memory of lape_eval.stats.collect (ru_maxrss after the run minus RSS after model load), "
+            f"extra memory of lape_eval.neurons.stats.collect (ru_maxrss after the run minus RSS after model load), "
             f"{max(runs)}x corpus / {min(runs)}x corpus ({difference_mb:+.1f} MB), median of {MEMORY_REPEATS} fresh "
             f"processes per size; target <= {MEMORY_RATIO_TARGET:g}x (issue 2: no growth with corpus size); {reader}; tiny Llama loaded from "
             f"disk, English UDHR repeated ({MEMORY_BASE_COPIES[quick]} copies = 1x), seq_len "

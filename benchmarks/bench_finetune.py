@@ -16,7 +16,7 @@ step time ≤ 1.5 × the LoRA step's, on the same model.
   2048, float32; 100 random neurons per layer (800, 3 × 512 × 800 = 1,228,800 weights) against LoRA
   r = 20 (3 · 20 · (512 + 2048) · 8 = 1,228,800 weights, equal).
 
-Both steps run the real training code (``lape_eval.finetune.train_step``: forward, loss over real
+Both steps run the real training code (``lape_eval.adapters.finetune.train_step``: forward, loss over real
 tokens, backward, gradient clipping, weight decay, AdamW) on the recipe's batch: 2 sequences × 512
 tokens of random token ids. LoRA dropout is 0 (dropout would only add memory and time to LoRA).
 
@@ -61,12 +61,12 @@ def _build(model_name: str, method: str):
     import torch
 
     from lape_eval.arch import resolve
-    from lape_eval.finetune import LoraMethod, SubnetworkMethod
+    from lape_eval.adapters.finetune import LoraMethod, SubnetworkMethod
 
     torch.manual_seed(0)
     if model_name == "gemma3_270m":
         from lape_eval.models import load_model
-        from lape_eval.neuron_set import resolve_neuron_set
+        from lape_eval.neurons.neuron_set import resolve_neuron_set
 
         model = load_model("gemma-3-270m-gguf").model
         indices = resolve_neuron_set("gemma-3-270m-udhr-5pct").indices("mt")
@@ -92,7 +92,7 @@ def _build(model_name: str, method: str):
 def _stepper(built, vocab: int):
     import torch
 
-    from lape_eval.finetune import Distributed, FinetuneSettings, train_step
+    from lape_eval.adapters.finetune import Distributed, FinetuneSettings, train_step
 
     settings = FinetuneSettings(method="subnetwork", language="mt", batch_size=BATCH, weight_decay=0.01, clip=1.0)
     optimizer = torch.optim.AdamW(built.parameters, lr=1e-4, weight_decay=built.optimizer_weight_decay(0.01))

@@ -63,7 +63,7 @@ def _measure() -> dict:
 
     import torch
 
-    from lape_eval.lape import PAPER_TOP_RATES, select_language_neurons
+    from lape_eval.neurons.selection import PAPER_TOP_RATES, select_language_neurons
 
     counts, tokens = synthetic_statistics()
     languages = [f"lang{k}" for k in range(SHAPE[0])]

@@ -72,7 +72,7 @@ def _generate_answers(questions: list[str]) -> tuple[list[str], float]:
 
 
 def run(backends: tuple[str, ...] | None = None) -> list[dict]:
-    from lape_eval import lid
+    from lape_eval.evaluation import lid
 
     backends = backends or tuple(b for b in lid.BACKENDS if b != "py3langid" or lid.py3langid_available())
     sentences = [row["text"] for row in load_sentences()]
@@ -127,7 +127,7 @@ def accuracy_table(backends: tuple[str, ...] | None = None) -> str:
     confusions (gold -> predicted, count). This is the table in docs/lid.md."""
     from collections import Counter
 
-    from lape_eval import lid
+    from lape_eval.evaluation import lid
     from lape_eval.languages import PAPER_LANGUAGES
 
     backends = backends or tuple(b for b in lid.BACKENDS if b != "py3langid" or lid.py3langid_available())

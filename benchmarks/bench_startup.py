@@ -2,7 +2,7 @@
 
 Target: installing lape-eval adds < 10 ms to the start-up of Python processes that never use it.
 
-The hook is one ``.pth`` line in site-packages, ``import lape_eval._lm_eval_hook``, run by ``site`` at
+The hook is one ``.pth`` line in site-packages, ``import lape_eval.evaluation.registration``, run by ``site`` at
 every interpreter start; it imports the (cheap) package and puts a one-shot finder on
 ``sys.meta_path`` (see lape_eval/_lm_eval_hook.py). Nothing in site-packages is renamed or edited
 during the benchmark (other people use the same environment); instead every arm is a separate,
@@ -116,7 +116,7 @@ def _time_once(command: list[str], env: dict, cwd: str) -> tuple[float, float]:
 def _check(arms: dict, env: dict, cwd: str) -> None:
     """The arms really differ in the hook (and nothing else is imported from the checkout)."""
     probe = ("import sys; module = sys.modules.get('lape_eval'); "
-             "print('lape_eval._lm_eval_hook' in sys.modules, module.__file__ if module else None)")
+             "print('lape_eval.evaluation.registration' in sys.modules, module.__file__ if module else None)")
     for name, prefix in arms.items():
         out = subprocess.run(_command(prefix, probe), env=env, cwd=cwd, capture_output=True, text=True, check=True)
         loaded, path = out.stdout.split()
@@ -146,7 +146,7 @@ def importtime_ms(python: str, env: dict, cwd: str, runs: int) -> float:
 
 def finder_ns_per_import() -> float:
     """Cost of the hook's finder for one unrelated import (it is asked first, and declines)."""
-    from lape_eval._lm_eval_hook import _LmEvalModelsFinder
+    from lape_eval.evaluation.registration import _LmEvalModelsFinder
 
     finder = _LmEvalModelsFinder()
     number = 200_000

@@ -47,7 +47,7 @@ generation up to 15x slower and far noisier whenever other processes ran. With m
 model's own compute shrinks while the hooks' cost (single-threaded dispatch of a few small
 gathers and scatters per layer) does not, so the ratios would rise somewhat.
 
-**(b) method.** ``model.generate`` under ``lape_eval.steering.steer`` (positions ``all`` and
+**(b) method.** ``model.generate`` under ``lape_eval.steering.hooks.steer`` (positions ``all`` and
 ``generated``), 8 prompts of different lengths (left padding), greedy, exactly 32 new tokens per
 prompt (``min_new_tokens``): 8 calls at batch 1 vs one call at batch 8, interleaved, medians;
 throughput = 8 x 32 / time. The unsteered ratio is reported for reference.
@@ -146,7 +146,7 @@ def synthetic_set(num_layers: int, width: int, seed: int = 0, rate: float = 0.01
     """A neuron set over en, de, fr with ``rate`` of the neurons per language (random indices, means)."""
     import torch
 
-    from lape_eval.neuron_set import NeuronSet
+    from lape_eval.neurons.neuron_set import NeuronSet
 
     generator = torch.Generator().manual_seed(seed)
     per_layer = max(1, round(rate * width))
@@ -255,7 +255,7 @@ def measure_runs(paths: dict, model_key: str, quick: bool) -> dict:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from lape_eval.lm import LapeLM
+    from lape_eval.evaluation.lm import LapeLM
 
     run_reps, eval_reps = REPETITIONS[model_key][1 if quick else 0]
     pretrained, neurons = paths[model_key], paths[f"{model_key}_set"]
@@ -324,8 +324,8 @@ def measure_throughput(paths: dict, quick: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lape_eval.neuron_set import NeuronSet
-    from lape_eval.steering import steer
+    from lape_eval.neurons.neuron_set import NeuronSet
+    from lape_eval.steering.hooks import steer
 
     reps = THROUGHPUT_REPS[1 if quick else 0]
     model = AutoModelForCausalLM.from_pretrained(paths["tiny_llama"], dtype=torch.float32).eval()
@@ -389,7 +389,7 @@ def measure_grid(paths: dict, model_key: str, quick: bool) -> dict:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    import lape_eval.lm  # noqa: F401
+    import lape_eval.evaluation.lm  # noqa: F401
 
     reps = GRID_REPS[1 if quick else 0]
     loads = {"count": 0}

@@ -91,9 +91,9 @@ def write_runs(folder: Path, seed: int = 0) -> Path:
 
 def _measure(folder: str) -> dict:
     """Runs inside the subprocess."""
-    from lape_eval.render import render
-    from lape_eval.results import load_runs
-    from lape_eval.table import TableOptions, build_table, to_text_table
+    from lape_eval.reports.render import render
+    from lape_eval.reports.results import load_runs
+    from lape_eval.reports.table import TableOptions, build_table, to_text_table
 
     times, cpu, rows, columns = [], [], 0, 0
     for _ in range(REPEATS):

@@ -42,7 +42,7 @@ def _setup():
     from lm_eval.models.huggingface import HFLM
     from tiny_models import save_model
 
-    from lape_eval.task_suite import task_manager
+    from lape_eval.evaluation.suite import task_manager
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     folder = save_model("llama", Path(tempfile.mkdtemp(prefix="bench-tasks-lid-")) / "tiny-llama")
@@ -60,7 +60,8 @@ def _evaluate(lm, manager) -> tuple[float, int]:
 
 
 def run(backends: tuple[str, ...] | None = None) -> list[dict]:
-    from lape_eval import lid, task_metrics
+    from lape_eval.evaluation import lid
+    from lape_eval.evaluation import metrics as task_metrics
 
     backends = backends or ("cld2", "fasttext")
     lm, manager = _setup()

@@ -1,3 +1,3 @@
-from .cli import main
+from lape_eval.cli import main
 
 main()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .errors import LapeEvalError
+from lape_eval.errors import LapeEvalError
 
 ACTIVATION_POINT = "mlp_activation_output"  # recorded in every statistics file and neuron set
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from .models import DEMO_MODEL
+from lape_eval.models import DEMO_MODEL
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "zh", "ru", "ja")
 DEFAULT_PAIRS = ("en-de", "en-fr", "en-zh")
@@ -145,7 +145,7 @@ def _lm_eval(plan: DemoPlan, name: str, tasks: list[str], model_args: dict, *, m
 def run_demo(plan: DemoPlan) -> None:
     started = time.monotonic()
     plan.out.mkdir(parents=True, exist_ok=True)
-    from .models import ensure_demo_model_cached
+    from lape_eval.models import ensure_demo_model_cached
 
     click.echo("▶ Gemma-3-270M from its PyPI package (cached as safetensors on first use)")
     click.echo(f"  model folder: {ensure_demo_model_cached()}")
@@ -237,7 +237,7 @@ def _score(folder: Path, task: str, metric: str) -> float | None:
 
 def write_summary(plan: DemoPlan, steering: dict, seconds: float) -> dict:
     """``summary.json``: the headline numbers, the steering used and this invocation's step times."""
-    from .artifacts import write_json
+    from lape_eval.files import write_json
 
     summary = {
         "languages": plan.languages, "pairs": plan.pairs, "steering": steering, "seconds": round(seconds, 1),

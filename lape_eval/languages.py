@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import LapeEvalError
+from lape_eval.errors import LapeEvalError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LapeEvalError
+from lape_eval.errors import LapeEvalError
 
 DEMO_MODEL = "gemma-3-270m-gguf"
 _DEMO_ALIASES = {DEMO_MODEL, "gemma3-270m-gguf"}

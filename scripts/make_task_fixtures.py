@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 OUT = REPO / "tests" / "data" / "tasks"
 
 from lape_eval.languages import PAPER_LANGUAGES, get_language  # noqa: E402
-from lape_eval.task_data import flores_plus_config, forcing_questions  # noqa: E402
+from lape_eval.evaluation.data import flores_plus_config, forcing_questions  # noqa: E402
 from lape_eval.udhr import udhr_aligned  # noqa: E402
 
 XQUAD = {  # lang: (context, [(question, answer), (question, answer)])

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lape_eval.task_suite import GENERATED_HEADER, write_shipped_tasks  # noqa: E402
+from lape_eval.evaluation.suite import GENERATED_HEADER, write_shipped_tasks  # noqa: E402
 
 
 def _generated(folder: Path) -> dict[str, str]:

@@ -49,8 +49,8 @@ def gemma():
 @pytest.fixture(scope="session")
 def gemma_udhr_stats(gemma, tmp_path_factory):
     """Statistics of Gemma-3-270M over the bundled UDHR in all 21 languages (about 3 min on 2 cores)."""
-    from lape_eval.corpus import CorpusSpec
-    from lape_eval.stats import CollectSettings, collect
+    from lape_eval.neurons.corpus import CorpusSpec
+    from lape_eval.neurons.stats import CollectSettings, collect
 
     out = tmp_path_factory.mktemp("gemma-udhr-stats")
     collect(gemma.model, gemma.tokenizer, "all", out, CollectSettings(CorpusSpec("udhr"), progress=False),

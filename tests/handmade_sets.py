@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lape_eval.neuron_set import NeuronSet
+from lape_eval.neurons.neuron_set import NeuronSet
 
 LANGS = ["en", "de", "fr"]
 # Per language and layer, hand-picked neuron indices (tiny models have 2 layers); neuron 7 of layer 0

@@ -1,6 +1,6 @@
 """A deliberately plain LAPE selection, written from the method spec §4.4 text, for cross-checking.
 
-It shares no code with ``lape_eval.lape``: plain Python loops over neurons and languages, ``math.log``
+It shares no code with ``lape_eval.neurons.selection``: plain Python loops over neurons and languages, ``math.log``
 and Python sorting. It follows the spec literally, including the reference's handling of dead
 neurons (NaN -> 0 -> LAPE 0, then removed by the filter); ties in LAPE are ranked by flat index,
 the deterministic choice the spec asks for (§4.5). Only meant for small shapes.

@@ -13,7 +13,7 @@ Tasks:
 * ``rep_mt_en_de`` — "translation" en→de, corpus ``chrf`` and ``bleu`` (pass-through per sample);
 * ``rep_force`` — a forcing grid: prompts in ``source_lang``, documents carry ``target_lang``;
   per sample ``target_rate`` (1.0 when the output's language is the target) and ``output_lang``
-  (the language identified by lape_eval.lid), like the real forcing task;
+  (the language identified by lape_eval.evaluation.lid), like the real forcing task;
 * ``rep_fallback`` — English prompts only, same per-sample fields (for the fallback study).
 """
 
@@ -31,7 +31,7 @@ NAMES = {"en": "English", "de": "German", "fr": "French"}
 
 UTILS = '''"""Per-sample fields of the forcing-like test tasks (like the real forcing task)."""
 
-from lape_eval.lid import identify_language
+from lape_eval.evaluation.lid import identify_language
 
 
 def forcing_results(doc, results):

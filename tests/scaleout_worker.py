@@ -27,7 +27,7 @@ def main() -> None:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lape_eval.lm import LapeLM
+    from lape_eval.evaluation.lm import LapeLM
 
     class CpuDataParallelLapeLM(LapeLM):
         def __init__(self, **kwargs):

@@ -67,10 +67,10 @@ def _inside(folder: Path):
 
 def _neuron_set(work: Path, out: Path) -> None:
     """collect + identify on the tiny model, as `lape-eval collect` / `identify` do."""
-    from lape_eval.corpus import CorpusSpec
+    from lape_eval.neurons.corpus import CorpusSpec
     from lape_eval.models import load_model
-    from lape_eval.neuron_set import identify_neuron_sets
-    from lape_eval.stats import CollectSettings, collect
+    from lape_eval.neurons.neuron_set import identify_neuron_sets
+    from lape_eval.neurons.stats import CollectSettings, collect
 
     with _inside(work):
         loaded = load_model("tiny-llama")
@@ -109,7 +109,7 @@ def _run(name: str, out: Path, task_manager) -> Path:
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
-    import lape_eval.lm  # noqa: F401  registers the lape model
+    import lape_eval.evaluation.lm  # noqa: F401  registers the lape model
 
     model, args, tasks = RUNS[name]
     target = out / name

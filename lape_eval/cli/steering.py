@@ -1,0 +1,185 @@
+"""Commands that steer and evaluate: calibrate, demo, export-steered, run (lape_eval/calibrate.py,
+demo.py, steered_export.py and lm-eval do the work).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lape_eval.cli.group import cli
+from lape_eval.cli.options import model_options, split_names
+
+@cli.command()
+@model_options
+@click.option("--neurons", "neuron_sets", required=True,
+              help="Neuron set(s) to try: files or shipped set names, comma-separated.")
+@click.option("--targets", required=True, help="Target languages to calibrate (comma-separated).")
+@click.option("--sources", default="en,de,fr,es,zh,ru,ja", show_default=True, help="Prompt languages.")
+@click.option("--alphas", default="0.25,0.5,1,1.5,2,3", show_default=True, help="Candidate strengths.")
+@click.option("--methods", default="add", show_default=True,
+              help="Methods to try for the '+' term (comma-separated: add, diffmean, replace).")
+@click.option("--positions", default="all", show_default=True,
+              help="Positions to try (comma-separated: all, prompt, generated, answer).")
+@click.option("--questions", "questions_per_source", type=int, default=None, help="Questions per source (default: all 8).")
+@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
+def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_sets, targets, sources, alphas, methods,
+              positions, questions_per_source, max_new_tokens, out_file):
+    """Choose steering settings on calibration prompts: the set, method and positions with the best mean
+    success, and a strength per target language.
+
+    Writes OUT (JSON); pass it to the lape model as language_alphas=OUT (`lape-eval demo` also takes the
+    set, method and positions from it).
+    """
+    from pathlib import Path
+
+    from lape_eval.files import write_json
+    from lape_eval.evaluation.calibration import calibrate as run_calibration
+    from lape_eval.languages import parse_languages
+    from lape_eval.models import default_device, load_model
+    from lape_eval.neurons.neuron_set import resolve_neuron_set
+    from lape_eval.steering.spec import parse_steer
+
+    sets = {name: resolve_neuron_set(name) for name in split_names([neuron_sets])}
+    target_codes, source_codes = parse_languages(targets), parse_languages(sources)
+    try:
+        candidates = [float(a) for a in split_names([alphas])]
+    except ValueError:
+        raise click.BadParameter(f"write numbers separated by commas, e.g. 0.5,1,2 (got {alphas!r}).",
+                                 param_hint="--alphas") from None
+    method_list, position_list = split_names([methods]), split_names([positions])
+    for method in method_list:
+        if method == "multiply":
+            raise click.UsageError("calibrate sweeps α: choose methods among add, diffmean, replace.")
+        for where in position_list:
+            for alpha in candidates:  # validate every setting before the model loads
+                parse_steer(" ".join(f"+{t}" for t in target_codes), method=method, positions=where, alpha=alpha)
+    partial = Path(f"{out_file}.partial.json")  # an interrupted sweep resumes from here
+    loaded = load_model(model_name, dtype=dtype, device=device or default_device(), revision=revision,
+                        trust_remote_code=trust_remote_code)
+    result = run_calibration(loaded.model, loaded.tokenizer, sets, targets=target_codes, sources=source_codes,
+                             alphas=candidates, methods=method_list, positions=position_list,
+                             questions_per_source=questions_per_source, max_new_tokens=max_new_tokens,
+                             checkpoint=partial)
+    write_json(out_file, {"model": model_name, **result.to_json()})
+    partial.unlink(missing_ok=True)
+    for setting in result.settings:
+        click.echo(f"{setting.key}: mean best rate {result.score(setting):.1f}%")
+    click.echo(f"chosen: {result.chosen.key}")
+    for target, rates in result.rates[result.chosen.key].items():
+        shown = "  ".join(f"α={alpha}: {rate:.0f}%" for alpha, rate in rates.items())
+        click.echo(f"  {target}: best α={result.best[target]:g}   {shown}")
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--languages", default=None, help="Forcing-grid languages (default: en,de,fr,es,zh,ru,ja).")
+@click.option("--all-languages", is_flag=True, help="The forcing grid over all 21 languages (about 9x longer).")
+@click.option("--pairs", default=None, help="UDHR translation pairs (default: en-de,en-fr,en-zh).")
+@click.option("--neurons", "neuron_set", default=None,
+              help="Steer with this neuron set (default: the set the calibration chose among the shipped 1-5 % sets).")
+@click.option("--identify", is_flag=True, help="Rebuild the neuron sets from the bundled UDHR instead of using the shipped ones.")
+@click.option("--calibrate", is_flag=True,
+              help="Re-run the calibration (neuron set, positions and a strength per target language).")
+@click.option("--calibration", default=None,
+              help="A calibration JSON to use instead of the shipped one; 'none': add with alpha=2 on the 1 % set.")
+@click.option("--max-gen-toks", type=int, default=32, show_default=True, help="Tokens generated per forcing answer.")
+@click.option("--translation-docs", type=int, default=10, show_default=True, help="UDHR paragraphs per translation pair.")
+def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibrate, calibration, max_gen_toks,
+         translation_docs):
+    """The whole method on Gemma-3-270M, offline: neuron sets, steered lm-eval runs, table, heatmap.
+
+    Every step is a real lape-eval / lm_eval command, printed before it runs; steps whose outputs
+    exist are skipped, so an interrupted demo resumes.
+    """
+    from pathlib import Path
+
+    from lape_eval.demo import DemoPlan, run_demo
+    from lape_eval.languages import PAPER_LANGUAGES, parse_languages
+
+    plan = DemoPlan(Path(out_dir), identify=identify, calibrate=calibrate, calibration=calibration,
+                    max_gen_toks=max_gen_toks, translation_docs=translation_docs)
+    if all_languages:
+        plan.languages = list(PAPER_LANGUAGES)
+    elif languages:
+        plan.languages = parse_languages(languages)
+    if pairs:
+        plan.pairs = [pair.strip() for pair in pairs.split(",")]
+        for pair in plan.pairs:
+            parse_languages(pair.replace("-", " "))
+    if neuron_set:
+        plan.neuron_set = neuron_set
+    run_demo(plan)
+
+
+@cli.command("export-steered")
+@click.argument("neuron_set")
+@click.option("--model", "model_name", required=True, help="The model (only its config is read).")
+@click.option("--steer", "spec", required=True, help="An additive spec: '+de', '+de +fr:0.5'.")
+@click.option("--method", default="add", show_default=True, type=click.Choice(["add", "diffmean"]))
+@click.option("--alpha", default=1.0, show_default=True, type=float)
+@click.option("--peft", "for_peft", is_flag=True, help="Name the hookpoints as under a PEFT adapter (steered ... peft=).")
+@click.option("--trust-remote-code", is_flag=True)
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="The .pt file to write.")
+def export_steered(neuron_set, model_name, spec, method, alpha, for_peft, trust_remote_code, out_file):
+    """Write an additive steer spec as lm-eval's built-in `steered` model's .pt file.
+
+    Use it with: lm_eval --model steered --model_args pretrained=MODEL,steer_path=OUT
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lape_eval.models import resolve_pretrained
+    from lape_eval.neurons.neuron_set import resolve_neuron_set
+    from lape_eval.steering.export import save_steered
+    from lape_eval.steering.spec import parse_steer
+
+    parsed = parse_steer(spec, method=method, alpha=alpha)
+    ns = resolve_neuron_set(neuron_set)
+    config = AutoConfig.from_pretrained(resolve_pretrained(model_name), trust_remote_code=trust_remote_code)
+    with torch.device("meta"):  # names and shapes only: no weights are loaded
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    prefix = f"model.{model.base_model_prefix}." if for_peft else ""
+    save_steered(model, ns, parsed, out_file, hookpoint_prefix=prefix)
+    click.echo(f"wrote {out_file}: lm_eval --model steered --model_args pretrained={model_name},steer_path={out_file}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("lm_eval_args", nargs=-1, type=click.UNPROCESSED)
+def run(lm_eval_args):
+    """Run lm_eval with lape-eval's tasks and models available: lape-eval run --model lape ...
+
+    Every argument is passed to lm_eval unchanged; lape-eval's task folder is added to
+    --include_path (merged with yours if you give one). FLORES / UDHR translation pairs that
+    tasks/ does not ship (e.g. lape_udhr_translation_mt-ko) are written on demand.
+    """
+    from lape_eval.evaluation.registration import register_lape_model
+    from lape_eval.resources import tasks_folder
+    from lape_eval.evaluation.suite import prepare_on_demand_tasks
+
+    on_demand = prepare_on_demand_tasks(list(lm_eval_args))  # unknown language codes fail here
+    import lm_eval.models  # noqa: F401  built-in models first, then ours (see _lm_eval_hook)
+    from lm_eval.__main__ import cli_evaluate
+
+    register_lape_model()
+    _add_task_folder(tasks_folder())
+    if on_demand is not None:
+        _add_task_folder(on_demand)
+    sys.argv = ["lm_eval", *lm_eval_args]
+    cli_evaluate()
+
+
+def _add_task_folder(folder) -> None:
+    """Make every TaskManager of this process also index ``folder`` (lm_eval's --include_path takes
+    one folder, and we must not take it away from the user)."""
+    from lm_eval.tasks import TaskManager
+
+    original = TaskManager.__init__
+
+    def __init__(self, *args, include_path=None, **kwargs):
+        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        original(self, *args, include_path=[str(folder), *paths], **kwargs)
+
+    TaskManager.__init__ = __init__

@@ -1,0 +1,480 @@
+"""Leaderboard-style comparison tables over lm-eval runs.
+
+Every score of every run is an *entry* with coordinates: ``config`` (the run's label), ``task``
+(task or group name), ``language`` (from the task's metadata or its name) and ``benchmark`` (the
+task name without its language). The user puts any of these on the rows and the columns (several
+joined with commas: ``--columns config,benchmark``); each (row, column) must then hold at most one
+entry, else the table is ambiguous and the error says which dimension to add. Cells show the score
+± its standard error, the difference Δ to a baseline run with a significance marker
+(:mod:`lape_eval.reports.significance`), and the best value along the configuration axis in bold. Missing
+scores stay missing (``—``), never 0, and an Average over a line with a missing score is missing too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from dataclasses import dataclass, field
+
+from lape_eval.errors import LapeEvalError
+from lape_eval.languages import FAMILY_ORDER, all_languages
+from lape_eval.reports.render import MISSING, Cell, TextTable
+from lape_eval.reports.results import Run, Score, gc_paused, select_run
+from lape_eval.reports.significance import DEFAULT_RESAMPLES, DEFAULT_SEED, Comparison, compare, z_test
+
+DIMENSIONS = ("config", "task", "language", "benchmark")
+AVERAGE = "Average"
+AVERAGE_CHOICES = ("auto", "row", "column", "both", "none")
+BEST_CHOICES = ("auto", "column", "row", "none")
+GROUP_CHOICES = ("all", "tasks", "groups")
+LANGUAGE_METADATA_KEYS = ("language", "lang", "target_lang")
+TEST_NAMES = {"paired-bootstrap": "paired bootstrap on per-sample scores",
+              "sacrebleu": "sacrebleu paired bootstrap on the hypotheses", "z-test": "z-test on the standard errors"}
+
+
+@dataclass
+class TableOptions:
+    rows: list[str] = field(default_factory=lambda: ["config"])
+    columns: list[str] = field(default_factory=lambda: ["task"])
+    metrics: list[str] = field(default_factory=list)  # preference order; empty: each task's first metric
+    tasks: list[str] = field(default_factory=list)  # fnmatch patterns; empty: all
+    groups: str = "all"
+    baseline: str | None = None
+    test: str = "auto"
+    alpha: float = 0.05
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+    language_regex: str | None = None
+    average: str = "auto"
+    best: str = "auto"
+    decimals: int | None = None
+
+
+@dataclass
+class Entry:
+    run: Run
+    task: str
+    key: str  # "metric,filter"
+    score: Score
+    higher_is_better: bool | None
+    coords: dict[str, str]
+    is_group: bool
+    comparison: Comparison | None = None
+    baseline_score: Score | None = None
+
+
+@dataclass
+class TableCell:
+    value: float
+    stderr: float | None
+    delta: float | None = None
+    p_value: float | None = None
+    test: str | None = None
+    higher_is_better: bool | None = None
+    best: bool = False
+    significant: bool = False
+    metric: str | None = None  # the metric name (without filter); None for an average of mixed metrics
+
+
+@dataclass
+class ComparisonTable:
+    row_title: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[int, int], TableCell]
+    baseline: str | None
+    options: TableOptions
+    notes: list[str]
+    metrics: dict[str, str]  # task -> metric key shown
+    entries: list[Entry]
+    best_along: str = "none"  # "column", "row" or "none"
+
+
+# --------------------------------------------------------------------------------------------------
+# Languages of tasks
+
+
+def _language_tokens() -> tuple[dict[str, str], dict[str, str]]:
+    languages = all_languages()
+    key = tuple((lang.code, lang.flores) for lang in languages)
+    if _TOKENS.get("key") != key:  # the registry can grow (register_language)
+        _TOKENS.update(key=key, value=({lang.code: lang.code for lang in languages},
+                                       {lang.flores.lower(): lang.code for lang in languages}))
+    return _TOKENS["value"]
+
+
+_TOKENS: dict = {}
+
+
+def task_language(task: str, config: dict | None = None,
+                  regex: re.Pattern | None = None) -> tuple[str, tuple[int, int]] | None:
+    """``(language, span of it in the task name)`` or None.
+
+    Order: the task's metadata (``language``, ``lang`` or ``target_lang``), then ``regex`` (its
+    first group, or the whole match), else the last ``_``/``-``/``.``-separated part of the name that
+    is a registered language code or FLORES code (``belebele_deu_Latn`` → de, ``xnli_de`` → de,
+    ``flores_en-de`` → de: the target of a pair).
+    """
+    metadata = (config or {}).get("metadata") or {}
+    for key in LANGUAGE_METADATA_KEYS:
+        if isinstance(metadata.get(key), str) and metadata[key]:
+            return metadata[key], (len(task), len(task))
+    if regex is not None:
+        match = regex.search(task)
+        if not match:
+            return None
+        group = 1 if match.re.groups else 0
+        return match.group(group), match.span(group)
+    iso, flores = _language_tokens()
+    parts = [(m.group(0), m.start(), m.end()) for m in re.finditer(r"[^_\-.\s/]+", task)]
+    found = None
+    for i, (text, start, end) in enumerate(parts):
+        if i + 1 < len(parts) and f"{text}_{parts[i + 1][0]}".lower() in flores:
+            found = (flores[f"{text}_{parts[i + 1][0]}".lower()], (start, parts[i + 1][2]))
+        elif text.lower() in iso and i > 0:  # never the first part: "it_..." is a benchmark name
+            found = (iso[text.lower()], (start, end))
+    return found
+
+
+def _benchmark(task: str, span: tuple[int, int] | None) -> str:
+    if span is None or span[0] >= len(task):
+        return task
+    name = task[:span[0]].rstrip("_-. ") + (task[span[1]:] if span[1] < len(task) else "")
+    return name or task
+
+
+def language_sort_key(code: str) -> tuple:
+    families = {lang.code: lang.family for lang in all_languages()}
+    family = families.get(code)
+    rank = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+    return (rank, family or "~", code)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building
+
+
+def _parse_dimensions(value: list[str] | str, option: str) -> list[str]:
+    items = value.replace("+", ",").split(",") if isinstance(value, str) else list(value)
+    items = [item.strip().lower() for item in items if item.strip()]
+    for item in items:
+        if item not in DIMENSIONS:
+            raise LapeEvalError(f"Unknown {option} key {item!r}: choose from {', '.join(DIMENSIONS)} "
+                                "(several joined with commas, e.g. config,benchmark).")
+    if not items:
+        raise LapeEvalError(f"{option} needs at least one of {', '.join(DIMENSIONS)}.")
+    return items
+
+
+def choose_metric(run: Run, task: str, preferences: list[str]) -> str | None:
+    keys = run.metric_keys(task)
+    if not preferences:
+        return keys[0] if keys else None
+    for wanted in preferences:
+        if "," in wanted:
+            if wanted in keys:
+                return wanted
+        else:
+            for key in keys:
+                if key.split(",", 1)[0] == wanted:
+                    return key
+    return None
+
+
+def collect_entries(runs: list[Run], options: TableOptions, needs_language: bool) -> tuple[list[Entry], list[str]]:
+    regex = None
+    if options.language_regex:
+        try:
+            regex = re.compile(options.language_regex)
+        except re.error as error:
+            raise LapeEvalError(f"--language-regex {options.language_regex!r} is not a valid regular expression: "
+                                f"{error}.") from None
+    entries, notes = [], []
+    without_metric, without_language = set(), set()
+    languages: dict[tuple, tuple | None] = {}  # the same task recurs in every run
+    for run in runs:
+        groups = run.groups
+        for task in run.tasks:
+            is_group = task in groups
+            if options.groups == "tasks" and is_group or options.groups == "groups" and not is_group:
+                continue
+            if options.tasks and not any(fnmatch.fnmatchcase(task, pattern) for pattern in options.tasks):
+                continue
+            key = choose_metric(run, task, options.metrics)
+            if key is None:
+                without_metric.add(task)
+                continue
+            config = run.task_config(task)
+            metadata = config.get("metadata") or {}
+            cache_key = (task, *(str(metadata.get(k)) for k in LANGUAGE_METADATA_KEYS))
+            if cache_key not in languages:
+                languages[cache_key] = task_language(task, config, regex)
+            language = languages[cache_key]
+            if language is None and needs_language:
+                without_language.add(task)
+                continue
+            coords = {"config": run.label, "task": task, "language": language[0] if language else "",
+                      "benchmark": _benchmark(task, language[1] if language else None)}
+            entries.append(Entry(run, task, key, run.score(task, key), run.higher_is_better(task, key), coords,
+                                 is_group))
+    if without_metric:
+        what = f"metric {' or '.join(options.metrics)}" if options.metrics else "numeric metric"
+        notes.append(f"Left out (no {what}): {', '.join(sorted(without_metric))}.")
+    if without_language:
+        notes.append(f"Left out (no language in the name or metadata): {', '.join(sorted(without_language))}.")
+    if not entries:
+        available = sorted({k.split(',')[0] for r in runs for t in r.tasks for k in r.metric_keys(t)})
+        problems = []
+        if options.tasks:
+            problems.append(f"--tasks {','.join(options.tasks)}")
+        if options.metrics:
+            problems.append(f"--metric {','.join(options.metrics)} "
+                            f"(metrics in the runs: {', '.join(available) or 'none'})")
+        if without_language:
+            problems.append("a language axis (no task name holds a language code; set --language-regex)")
+        raise LapeEvalError("Nothing to tabulate: no task of these runs matches "
+                            + ("; ".join(problems) if problems else "the selection") + ".")
+    return entries, notes
+
+
+def _check_common_tasks(entries: list[Entry], runs: list[Run]) -> None:
+    if len(runs) < 2:
+        return
+    by_task: dict[str, set[int]] = {}
+    for entry in entries:
+        by_task.setdefault(entry.task, set()).add(id(entry.run))
+    if not any(len(owners) > 1 for owners in by_task.values()):
+        listing = "; ".join(f"{run.label}: {', '.join(run.tasks[:6])}{' …' if len(run.tasks) > 6 else ''}"
+                            for run in runs)
+        raise LapeEvalError(f"These runs have no task in common, so there is nothing to compare ({listing}). "
+                            "Pass runs of the same tasks, or select tasks with --tasks.")
+
+
+def _order(dimension: str, values: set[str], runs: list[Run]) -> list[str]:
+    if dimension == "config":
+        return [run.label for run in runs if run.label in values]
+    if dimension == "language":
+        return sorted(values, key=language_sort_key)
+    return sorted(values)
+
+
+def _axis(dimensions: list[str], entries: list[Entry], runs: list[Run]) -> list[tuple[str, ...]]:
+    orders = [_order(d, {e.coords[d] for e in entries}, runs) for d in dimensions]
+    rank = [{value: i for i, value in enumerate(order)} for order in orders]
+    keys = {tuple(e.coords[d] for d in dimensions) for e in entries}
+    return sorted(keys, key=lambda key: tuple(r[v] for r, v in zip(rank, key)))
+
+
+def build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
+    with gc_paused():
+        return _build_table(runs, options)
+
+
+def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
+    rows_dims = _parse_dimensions(options.rows, "--rows")
+    cols_dims = _parse_dimensions(options.columns, "--columns")
+    shared = set(rows_dims) & set(cols_dims)
+    if shared:
+        raise LapeEvalError(f"--rows and --columns both use {', '.join(sorted(shared))}: put each key on one axis.")
+    for name, value, choices in (("--average", options.average, AVERAGE_CHOICES),
+                                 ("--best", options.best, BEST_CHOICES), ("--groups", options.groups, GROUP_CHOICES)):
+        if value not in choices:
+            raise LapeEvalError(f"Unknown {name} {value!r}: choose one of {', '.join(choices)}.")
+    baseline = select_run(runs, options.baseline) if options.baseline else None
+    used = rows_dims + cols_dims
+    entries, notes = collect_entries(runs, options, "language" in used)
+    _check_common_tasks(entries, runs)
+
+    shown = {id(entry.run) for entry in entries}
+    if len(shown) < len(runs):
+        notes.append(f"Runs without a selected score: {', '.join(run.label for run in runs if id(run) not in shown)}.")
+    row_keys, col_keys = _axis(rows_dims, entries, runs), _axis(cols_dims, entries, runs)
+    row_index = {k: i for i, k in enumerate(row_keys)}
+    col_index = {k: j for j, k in enumerate(col_keys)}
+    placed: dict[tuple[int, int], Entry] = {}
+    for entry in entries:
+        position = (row_index[tuple(entry.coords[d] for d in rows_dims)],
+                    col_index[tuple(entry.coords[d] for d in cols_dims)])
+        if position in placed:
+            other = placed[position]
+            unused = [d for d in DIMENSIONS if d not in used and other.coords[d] != entry.coords[d]]
+            raise LapeEvalError(
+                f"Two scores fall into one cell (row {' · '.join(row_keys[position[0]])}, column "
+                f"{' · '.join(col_keys[position[1]])}): {other.run.label}/{other.task} and "
+                f"{entry.run.label}/{entry.task}. "
+                f"Add {' or '.join(unused) or 'a dimension'} to --rows or --columns, or select tasks with --tasks.")
+        placed[position] = entry
+
+    if baseline is not None:
+        for entry in entries:
+            entry.baseline_score = baseline.score(entry.task, entry.key)
+            if entry.run is not baseline:
+                entry.comparison = compare(entry.run, baseline, entry.task, entry.key, test=options.test,
+                                           resamples=options.resamples, seed=options.seed,
+                                           scores=(entry.score, entry.baseline_score))
+
+    cells = {pos: _cell_of(entry, options) for pos, entry in placed.items()}
+    rows = [" · ".join(k) for k in row_keys]
+    columns = [" · ".join(k) for k in col_keys]
+    config_on_rows, config_on_columns = "config" in rows_dims, "config" in cols_dims
+    # "auto": average over the axis without the configurations, highlight along the one with them
+    along = "none" if config_on_rows == config_on_columns else "column" if config_on_rows else "row"
+    average = options.average
+    if average == "auto":
+        average = "both" if not config_on_rows and not config_on_columns else along
+    add_column, add_row = average in ("column", "both"), average in ("row", "both")
+    if add_column and len(col_keys) > 1:
+        averages = {(i, len(columns)): _average([placed.get((i, j)) for j in range(len(columns))], options)
+                    for i in range(len(rows))}
+        if any(averages.values()):  # a column of nothing but "—" says nothing
+            cells.update({pos: cell for pos, cell in averages.items() if cell is not None})
+            columns.append(AVERAGE)
+    if add_row and len(row_keys) > 1:
+        averages = {(len(rows), j): _average([placed.get((i, j)) for i in range(len(rows))], options)
+                    for j in range(len(col_keys))}
+        if any(averages.values()):
+            cells.update({pos: cell for pos, cell in averages.items() if cell is not None})
+            rows.append(AVERAGE)
+
+    best = options.best
+    if best == "auto":
+        best = along
+    _mark_best(cells, rows, columns, best)
+
+    metrics = {}
+    for entry in entries:
+        metrics.setdefault(entry.task, entry.key)
+    return ComparisonTable(" · ".join(rows_dims), rows, columns, cells, baseline.label if baseline else None,
+                           options, notes, metrics, entries, best)
+
+
+def _cell_of(entry: Entry, options: TableOptions) -> TableCell:
+    cell = TableCell(entry.score.value, entry.score.stderr, higher_is_better=entry.higher_is_better,
+                     metric=entry.key.split(",", 1)[0])
+    if entry.comparison is not None:
+        cell.delta, cell.p_value, cell.test = entry.comparison.delta, entry.comparison.p_value, entry.comparison.test
+        cell.significant = cell.p_value is not None and cell.p_value < options.alpha
+    return cell
+
+
+def _mean_score(scores: list[Score]) -> Score:
+    value = sum(s.value for s in scores) / len(scores)
+    stderrs = [s.stderr for s in scores]
+    stderr = math.sqrt(sum(se * se for se in stderrs)) / len(scores) if all(se is not None for se in stderrs) else None
+    return Score(value, stderr)
+
+
+def _average(line: list[Entry | None], options: TableOptions) -> TableCell | None:
+    """Mean over a line's task entries (groups only when the line has nothing else); None if any is missing."""
+    if not line or any(e is None for e in line):
+        return None
+    leaves = [e for e in line if not e.is_group] or line
+    if len({e.key.split(",", 1)[0] for e in leaves}) > 1:
+        return None  # a mean of different metrics (acc and chrF) means nothing
+    mean = _mean_score([e.score for e in leaves])
+    directions = {e.higher_is_better for e in leaves}
+    cell = TableCell(mean.value, mean.stderr, higher_is_better=directions.pop() if len(directions) == 1 else None,
+                     metric=leaves[0].key.split(",", 1)[0])
+    if all(e.baseline_score is not None for e in leaves) and len({id(e.run) for e in leaves}) == 1 \
+            and all(e.comparison is not None for e in leaves):
+        base = _mean_score([e.baseline_score for e in leaves])
+        comparison = z_test(mean, base)
+        cell.delta, cell.p_value, cell.test = comparison.delta, comparison.p_value, comparison.test
+        cell.significant = cell.p_value is not None and cell.p_value < options.alpha
+    return cell
+
+
+def _mark_best(cells: dict, rows: list[str], columns: list[str], along: str) -> None:
+    if along == "none":
+        return
+    outer = range(len(columns)) if along == "column" else range(len(rows))
+    inner_count = len(rows) if along == "column" else len(columns)
+    inner_labels = rows if along == "column" else columns
+    for o in outer:
+        line = [(i, cells.get((i, o) if along == "column" else (o, i))) for i in range(inner_count)
+                if inner_labels[i] != AVERAGE]
+        line = [(i, c) for i, c in line if c is not None]
+        if len(line) < 2:
+            continue
+        directions = {c.higher_is_better is not False for _, c in line}
+        if len(directions) != 1:
+            continue
+        pick = max if directions.pop() else min
+        target = pick(c.value for _, c in line)
+        if all(c.value == target for _, c in line):
+            continue  # all equal: nothing stands out
+        for _, c in line:
+            c.best = c.value == target
+
+
+# --------------------------------------------------------------------------------------------------
+# Presenting
+
+
+def _small(value: float, stderr: float | None) -> bool:
+    return abs(value) <= 1 and (stderr is None or stderr <= 1)
+
+
+def metric_decimals(cells) -> dict[str, int]:
+    """3 decimals for a metric whose every score lies in [-1, 1] (accuracies), else 2 (percentages, chrF)."""
+    small: dict[str, bool] = {}
+    for cell in cells:
+        if cell.metric is not None:
+            small[cell.metric] = small.get(cell.metric, True) and _small(cell.value, cell.stderr)
+    return {metric: 3 if is_small else 2 for metric, is_small in small.items()}
+
+
+def format_cell(cell: TableCell | None, decimals: int | None = None, per_metric: dict[str, int] | None = None) -> Cell:
+    if cell is None:
+        return Cell(MISSING)
+    d = decimals
+    if d is None:
+        d = (per_metric or {}).get(cell.metric, 3 if _small(cell.value, cell.stderr) else 2)
+    value = f"{cell.value:.{d}f}"
+    text = value + (f" ± {cell.stderr:.{d}f}" if cell.stderr is not None else "")
+    if cell.delta is not None:
+        text += f" ({cell.delta:+.{d}f}{'†' if cell.significant else ''})"
+    return Cell(text.replace("-", "−"), len(value) if cell.best else 0)
+
+
+def _notes(table: ComparisonTable) -> list[str]:
+    options = table.options
+    metric_keys = sorted(set(table.metrics.values()))
+    notes = []
+    if len(metric_keys) == 1:
+        shown = f"{metric_keys[0]}"
+    else:
+        by_metric: dict[str, list[str]] = {}
+        for task, key in table.metrics.items():
+            by_metric.setdefault(key, []).append(task)
+        shown = "; ".join(f"{key}: {', '.join(sorted(tasks))}" for key, tasks in sorted(by_metric.items()))
+    parts = [f"Score ({shown}) ± standard error"]
+    if table.baseline:
+        tests = sorted({c.test for c in table.cells.values() if c.test})
+        parts.append(f"(Δ vs {table.baseline}; † p < {options.alpha:g}, "
+                     + (", ".join(TEST_NAMES[t] for t in tests) if tests else "no test possible") + ")")
+    line = " ".join(parts) + "."
+    if any(c.best for c in table.cells.values()):
+        line += f" **Bold**: best per {table.best_along}."
+    line += f" {MISSING}: not in the run."
+    if AVERAGE in table.rows or AVERAGE in table.columns:
+        line += (f" {AVERAGE}: mean over the tasks of the line (groups left out); missing where a task is missing "
+                 "or the metrics differ.")
+    notes.append(line)
+    return notes + table.notes
+
+
+def to_text_table(table: ComparisonTable) -> TextTable:
+    decimals, per_metric = table.options.decimals, metric_decimals(table.cells.values())
+    rows = [[Cell(label)] + [format_cell(table.cells.get((i, j)), decimals, per_metric)
+                             for j in range(len(table.columns))] for i, label in enumerate(table.rows)]
+    csv_rows = [[table.row_title] + [f"{c}{suffix}" for c in table.columns
+                                     for suffix in ("", " stderr", " delta", " p", " test")]]
+    for i, label in enumerate(table.rows):
+        line = [label]
+        for j in range(len(table.columns)):
+            cell = table.cells.get((i, j))
+            line += [None] * 5 if cell is None else [cell.value, cell.stderr, cell.delta, cell.p_value, cell.test or ""]
+        csv_rows.append(line)
+    return TextTable([table.row_title] + table.columns, rows, _notes(table), csv_rows=csv_rows)

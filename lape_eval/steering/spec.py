@@ -1,0 +1,171 @@
+"""The steer-spec language: ``"-en +de:0.5"`` with its method, strengths and positions.
+
+Parsing is string handling only (no torch import), so reports and plots can read the specs that
+runs recorded without loading a tensor library. :mod:`lape_eval.steering.hooks` compiles a spec
+against a neuron set and applies it to a model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from lape_eval.errors import LapeEvalError
+from lape_eval.languages import get_language
+
+METHODS = ("add", "multiply", "replace", "diffmean")
+POSITIONS = ("all", "prompt", "generated", "answer")
+
+
+@dataclass(frozen=True)
+class SteerTerm:
+    sign: str  # "-" deactivate, "+" activate
+    language: str
+    strength: float | None = None  # per-term α / β / c, overriding the spec's default
+
+    def __str__(self) -> str:
+        return f"{self.sign}{self.language}" + ("" if self.strength is None else f":{self.strength:g}")
+
+
+@dataclass(frozen=True)
+class SteerSpec:
+    terms: tuple[SteerTerm, ...] = ()
+    method: str = "add"
+    alpha: float = 1.0
+    beta: float = 1.0
+    deactivate_value: float = 0.0
+    positions: str = "all"
+    language_alphas: tuple[tuple[str, float], ...] = ()  # per-language α for '+' terms without a strength
+
+    def strength_of(self, term: SteerTerm) -> float:
+        """The α, β or c that ``term`` uses."""
+        if term.strength is not None:
+            return term.strength
+        if term.sign == "-":
+            return self.deactivate_value
+        if self.method == "multiply":
+            return self.beta
+        return dict(self.language_alphas).get(term.language, self.alpha)
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.terms
+
+    @property
+    def deactivated(self) -> list[str]:
+        return [t.language for t in self.terms if t.sign == "-"]
+
+    @property
+    def activated(self) -> list[str]:
+        return [t.language for t in self.terms if t.sign == "+"]
+
+    def describe(self) -> dict:
+        """Everything needed to reproduce the run (goes into lm-eval's results JSON)."""
+        return {"steer": " ".join(map(str, self.terms)) or "none", "method": self.method, "alpha": self.alpha,
+                "beta": self.beta, "deactivate_value": self.deactivate_value, "positions": self.positions,
+                "language_alphas": dict(self.language_alphas)}
+
+    def __str__(self) -> str:
+        return self.describe()["steer"]
+
+
+# A term: sign, language code, optional strength ("-en", "+de", "+zh:0.5", "-en:-1.5").
+_TERM = re.compile(r"\s*,?\s*([+-])([A-Za-z]{2,3})(?::([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))?(?=[\s,+-]|$)")
+
+
+def parse_steer(
+    text: str | None,
+    *,
+    method: str = "add",
+    alpha: float | str = 1.0,
+    beta: float | str = 1.0,
+    deactivate_value: float | str = 0.0,
+    positions: str = "all",
+    language_alphas: str | dict | None = None,
+) -> SteerSpec:
+    """Parse ``"-en +de"`` (terms separated by spaces or commas) and check every argument."""
+    method = str(method).strip().lower()
+    if method not in METHODS:
+        raise LapeEvalError(f"Unknown steering method {method!r}: choose one of {', '.join(METHODS)} "
+                            "(it applies to the '+' terms; '-' terms always deactivate).")
+    positions = str(positions).strip().lower()
+    if positions not in POSITIONS:
+        raise LapeEvalError(f"Unknown positions {positions!r}: choose all (every token, the paper), prompt "
+                            "(input tokens only), generated (generated tokens only) or answer (the prompt's last "
+                            "token and the generated tokens).")
+    alpha = _number("alpha", alpha, minimum=0.0)
+    beta = _number("beta", beta)
+    deactivate_value = _number("deactivate_value", deactivate_value)
+    terms: list[SteerTerm] = []
+    text = (text or "").strip()
+    position = 0
+    while text.lower() not in ("", "none") and position < len(text.rstrip()):
+        match = _TERM.match(text, position)
+        if not match:
+            raise LapeEvalError(_term_error(text, position))
+        sign, code, strength = match.groups()
+        get_language(code)  # unknown codes: the registry's error lists the known ones
+        if any(t.language == code and t.sign == sign for t in terms):
+            raise LapeEvalError(f"The steer spec names '{sign}{code}' twice: write each term once.")
+        value = None
+        if strength is not None:
+            value = _number(f"the strength of {sign}{code}", strength,
+                            minimum=0.0 if sign == "+" and method != "multiply" else None)
+        terms.append(SteerTerm(sign, code, value))
+        position = match.end()
+    return SteerSpec(tuple(terms), method, alpha, beta, deactivate_value, positions,
+                     _parse_language_alphas(language_alphas))
+
+
+def _parse_language_alphas(value: str | dict | None) -> tuple[tuple[str, float], ...]:
+    """``"zh:0.5 de:1.5"``, a dict, or a JSON file holding such a dict (e.g. a calibration's output)."""
+    if value is None or value == "" or value == {}:
+        return ()
+    if isinstance(value, str) and value.endswith(".json"):
+        import json
+        from pathlib import Path
+
+        try:
+            value = json.loads(Path(value).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise LapeEvalError(f"Cannot read language_alphas from {value}: {error}.") from None
+        if isinstance(value, dict) and "language_alphas" in value:  # a `lape-eval calibrate` output
+            value = value["language_alphas"]
+    if isinstance(value, str):
+        pairs = []
+        for item in value.replace(",", " ").split():
+            code, sep, number = item.partition(":")
+            if not sep:
+                raise LapeEvalError(f"language_alphas: write LANG:ALPHA pairs, e.g. 'zh:0.5 de:1.5' (got {item!r}).")
+            pairs.append((code, number))
+        value = dict(pairs)
+    if not isinstance(value, dict):
+        raise LapeEvalError("language_alphas must be 'LANG:ALPHA ...', a dict, or a .json file holding a dict.")
+    return tuple((get_language(code).code, _number(f"language_alphas[{code}]", alpha, minimum=0.0))
+                 for code, alpha in sorted(value.items()))
+
+
+def _term_error(text: str, position: int) -> str:
+    rest = text[position:].strip(" ,").split()[0]
+    if rest.isalpha():
+        hint = f"a language needs a sign: '-{rest}' deactivates its neurons, '+{rest}' activates them"
+    else:
+        hint = "each term is -LANG or +LANG, optionally with a strength: +LANG:NUMBER"
+    return (f"Cannot read the steer spec {text!r} at {rest!r}: {hint}. Example: steer='-en +de' deactivates "
+            "English and activates German; steer='-en +zh:0.5' activates Chinese with strength 0.5.")
+
+
+def _number(name: str, value, minimum: float | None = None) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LapeEvalError(f"{name} must be a number (got {value!r}).") from None
+    if not math.isfinite(number):
+        raise LapeEvalError(f"{name} must be a finite number (got {value!r}).")
+    if minimum is not None and number < minimum:
+        raise LapeEvalError(
+            f"{name} must be ≥ {minimum:g} (got {number:g}). To push a language away, deactivate it with "
+            "'-LANG' (and deactivate_value), or use method=multiply with a negative beta."
+        )
+    return number

@@ -1,0 +1,264 @@
+"""Steering operators, positions, and the context manager, checked against manual computations."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lape_eval.arch import resolve
+from lape_eval.errors import LapeEvalError
+from lape_eval.neurons.neuron_set import NeuronSet
+from handmade_sets import LANGS, make_set, mu, picks
+from lape_eval.steering.spec import SteerTerm, parse_steer
+from lape_eval.steering.hooks import steer
+from tiny_models import build_model, build_tokenizer
+
+def expected_gate(g: torch.Tensor, layer: int, ns: NeuronSet, spec) -> torch.Tensor:
+    """The spec applied by hand, neuron by neuron (deactivations first, then activations)."""
+    g = g.clone()
+    terms = [t for t in spec.terms if t.sign == "-"] + [t for t in spec.terms if t.sign == "+"]
+    for term in terms:
+        for j in picks(term.language, layer):
+            if term.sign == "-":
+                g[..., j] = spec.deactivate_value if term.strength is None else term.strength
+                continue
+            a = spec.alpha if term.strength is None else term.strength
+            target = mu(ns, term.language, layer, j)
+            if spec.method == "add":
+                g[..., j] += a * target
+            elif spec.method == "replace":
+                g[..., j] = a * target
+            elif spec.method == "multiply":
+                g[..., j] *= spec.beta if term.strength is None else term.strength
+            else:
+                others = [mu(ns, k, layer, j) for k in LANGS if k != term.language]
+                g[..., j] += a * (target - sum(others) / len(others))
+    return g
+
+
+def manual_mlp(mlp, x, layer, ns, spec, act):
+    g = act(F.linear(x, mlp.gate_proj.weight))
+    return F.linear(expected_gate(g, layer, ns, spec) * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight)
+
+
+SPECS = [
+    ("-en", {}),
+    ("-en", {"deactivate_value": -1.5}),
+    ("+de", {"alpha": 2.0}),
+    ("-en +de", {}),
+    ("-en +de:3", {"alpha": 0.5}),
+    ("+fr", {"method": "replace"}),
+    ("+de", {"method": "multiply", "beta": -0.1}),
+    ("+de", {"method": "diffmean", "alpha": 1.5}),
+    ("-en -fr +de", {"method": "diffmean"}),
+]
+
+
+@pytest.mark.parametrize("arch, act", [("llama", F.silu), ("gemma3", lambda x: F.gelu(x, approximate="tanh"))])
+@pytest.mark.parametrize("text, args", SPECS)
+def test_every_operator_equals_a_manual_mlp_computation(arch, act, text, args):
+    model = build_model(arch)
+    sites = resolve(model)
+    ns = make_set(sites.width, sites.num_layers)
+    spec = parse_steer(text, **args)
+    seen = {}
+    handles = []
+    for layer, block in enumerate(sites.layers):
+        handles.append(block.mlp.register_forward_pre_hook(lambda m, a, layer=layer: seen.__setitem__(("x", layer), a[0])))
+        handles.append(block.mlp.register_forward_hook(lambda m, a, out, layer=layer: seen.__setitem__(("y", layer), out)))
+    ids = torch.tensor([[5, 17, 42, 8, 99, 120, 7], [33, 4, 250, 251, 252, 9, 10]])
+    with torch.no_grad(), steer(model, ns, spec):
+        model(input_ids=ids)
+    for h in handles:
+        h.remove()
+    for layer, block in enumerate(sites.layers):
+        expected = manual_mlp(block.mlp, seen[("x", layer)], layer, ns, spec, act)
+        torch.testing.assert_close(seen[("y", layer)], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch, act", [("llama", F.silu), ("gemma3", lambda x: F.gelu(x, approximate="tanh"))])
+def test_one_spec_per_row_equals_the_manual_computation_of_each_row(arch, act):
+    model = build_model(arch)
+    sites = resolve(model)
+    ns = make_set(sites.width, sites.num_layers)
+    specs = [parse_steer(text, **args) for text, args in SPECS] + [parse_steer("none")]
+    seen = {}
+    handles = []
+    for layer, block in enumerate(sites.layers):
+        handles.append(block.mlp.register_forward_pre_hook(lambda m, a, layer=layer: seen.__setitem__(("x", layer), a[0])))
+        handles.append(block.mlp.register_forward_hook(lambda m, a, out, layer=layer: seen.__setitem__(("y", layer), out)))
+    ids = torch.randint(3, 250, (len(specs), 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), steer(model, ns, specs):
+        model(input_ids=ids)
+    for h in handles:
+        h.remove()
+    for layer, block in enumerate(sites.layers):
+        for row, spec in enumerate(specs):
+            expected = manual_mlp(block.mlp, seen[("x", layer)][row:row + 1], layer, ns, spec, act)
+            torch.testing.assert_close(seen[("y", layer)][row:row + 1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_one_spec_per_row_generates_what_each_spec_generates_alone():
+    model = build_model("llama")
+    tokenizer = build_tokenizer()
+    ns = make_set(resolve(model).width)
+    texts = ["-en +de", "-de +fr:3", "none", "-fr +en"]
+    batch = tokenizer(["The quick brown fox"] * len(texts), return_tensors="pt")  # equal lengths: no padding
+    args = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        with steer(model, ns, texts, alpha=6.0, positions="generated"):
+            together = model.generate(**batch, **args)
+        for row, text in enumerate(texts):
+            with steer(model, ns, text, alpha=6.0, positions="generated"):
+                alone = model.generate(**{k: v[row:row + 1] for k, v in batch.items()}, **args)
+            assert torch.equal(together[row:row + 1], alone), text
+    assert len({tuple(row.tolist()) for row in together}) > 1, "the specs should steer the rows apart"
+
+
+def test_one_spec_per_row_refuses_mismatched_batches_and_mixed_positions():
+    model = build_model("llama")
+    ns = make_set(resolve(model).width)
+    with pytest.raises(LapeEvalError, match="one spec per row"), steer(model, ns, ["-en", "+de"]):
+        model(input_ids=torch.tensor([[5, 17, 42]]))
+    with pytest.raises(LapeEvalError, match="share `positions`"):
+        with steer(model, ns, [parse_steer("-en"), parse_steer("-en", positions="prompt")]):
+            pass
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def _edit_recorders(model, ns):
+    """Record, per forward call, the positions whose g changed at the set's neurons of layer 0."""
+    sites = resolve(model)
+    index = ns.indices("en")[0]
+    raw, edited = [], []
+    before = sites.activations[0].register_forward_hook(lambda m, a, out: raw.append(out[..., index].clone()))
+    return sites, raw, edited, before, index
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated", "answer"])
+def test_positions_edit_exactly_the_tokens_they_name_with_left_padding_and_kv_cache(positions):
+    model = build_model("llama")
+    tokenizer = build_tokenizer()
+    ns = make_set(resolve(model).width)
+    sites, raw, edited, before, index = _edit_recorders(model, ns)
+    prompts = ["The quick brown fox jumps", "Hi"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    pads = batch["attention_mask"] == 0
+    assert pads.any(), "the test needs a left-padded row"
+    with torch.no_grad(), steer(model, ns, "-en", deactivate_value=7.0, positions=positions):
+        after = sites.activations[0].register_forward_hook(lambda m, a, out: edited.append(out[..., index].clone()))
+        model.generate(**batch, max_new_tokens=4, do_sample=False, use_cache=True, pad_token_id=tokenizer.pad_token_id)
+        after.remove()
+    before.remove()
+    assert len(raw) == len(edited) == 4  # one prefill pass + three single-token decoding passes
+    for step, (r, e) in enumerate(zip(raw, edited)):
+        changed = (r != e).any(-1)  # [B, T]
+        prompt_pass = step == 0
+        if prompt_pass and positions == "answer":  # only the last prompt token: it predicts the first answer token
+            want = torch.zeros_like(pads)
+            want[:, -1] = True
+        elif prompt_pass:
+            want = ~pads if positions in ("all", "prompt") else torch.zeros_like(pads)
+        else:
+            want = torch.full(changed.shape, positions in ("all", "generated", "answer"))
+        assert torch.equal(changed, want), (positions, step)
+        assert bool((e[changed] == 7.0).all())
+
+
+def test_context_manager_restores_the_model_bit_identically_even_on_error():
+    model = build_model("llama")
+    ns = make_set(resolve(model).width)
+    ids = torch.tensor([[5, 17, 42, 8]])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+        with steer(model, ns, "-en +de", alpha=4.0):
+            steered = model(input_ids=ids).logits
+        assert not torch.equal(steered, reference)
+        with pytest.raises(RuntimeError, match="boom"):
+            with steer(model, ns, "-en +de"):
+                raise RuntimeError("boom")
+        after = model(input_ids=ids).logits
+    assert torch.equal(after, reference)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_steering_composes_with_autograd_without_touching_saved_tensors():
+    model = build_model("llama")
+    ns = make_set(resolve(model).width)
+    with steer(model, ns, "-en +de"):
+        loss = model(input_ids=torch.tensor([[5, 17, 42, 8]]), labels=torch.tensor([[5, 17, 42, 8]])).loss
+        loss.backward()
+    assert model.model.layers[0].mlp.gate_proj.weight.grad is not None
+
+
+class TestBadSpecs:
+    @pytest.mark.parametrize(
+        "text, args, message",
+        [
+            ("-xx", {}, "Unknown language code 'xx'"),
+            ("en +de", {}, "a language needs a sign: '-en' deactivates"),
+            ("-en +de:abc", {}, "optionally with a strength"),
+            ("+de", {"method": "subtract"}, "Unknown steering method 'subtract'"),
+            ("+de", {"positions": "middle"}, "Unknown positions 'middle'"),
+            ("+de", {"alpha": -1}, "alpha must be ≥ 0"),
+            ("+de", {"alpha": "strong"}, "alpha must be a number"),
+            ("+de:-2", {}, "the strength of +de must be ≥ 0"),
+            ("+de", {"beta": "nan"}, "beta must be a finite number"),
+            ("-en -en", {}, "names '-en' twice"),
+        ],
+    )
+    def test_parse_errors(self, text, args, message):
+        with pytest.raises(LapeEvalError, match=re.escape(message)):
+            parse_steer(text, **args)
+
+    def test_language_not_in_the_set(self):
+        model = build_model("llama")
+        ns = make_set(resolve(model).width)
+        with pytest.raises(LapeEvalError, match="no neurons for 'zh'.*covers en, de, fr"):
+            with steer(model, ns, "+zh"):
+                pass
+
+    def test_set_for_another_model_shape(self):
+        model = build_model("qwen2")  # width 64
+        ns = make_set(96)
+        with pytest.raises(LapeEvalError, match="96"):
+            with steer(model, ns, "+de"):
+                pass
+        assert not any(m._forward_hooks for m in model.modules())
+
+    def test_means_needed_but_absent(self):
+        model = build_model("llama")
+        ns = make_set(resolve(model).width)
+        ns.means_table = None
+        with pytest.raises(LapeEvalError, match="needs the mean activations"):
+            with steer(model, ns, "+de"):
+                pass
+        with steer(model, ns, "-en +de", method="multiply", beta=0.5):
+            pass
+
+
+def test_language_alphas_set_per_language_defaults_and_terms_override_them(tmp_path):
+    import json
+
+    spec = parse_steer("-en +de +fr:0.25", alpha=1.0, language_alphas="de:2.5 fr:9")
+    strengths = {str(t): spec.strength_of(t) for t in spec.terms}
+    assert strengths == {"-en": 0.0, "+de": 2.5, "+fr:0.25": 0.25}
+    path = tmp_path / "alphas.json"
+    path.write_text(json.dumps({"de": 3}))
+    assert parse_steer("+de", language_alphas=str(path)).strength_of(SteerTerm("+", "de")) == 3.0
+    model = build_model("llama")
+    ns = make_set(resolve(model).width)
+    ids = torch.tensor([[5, 17, 42, 8]])
+    with torch.no_grad():
+        with steer(model, ns, "+de", language_alphas={"de": 2.5}):
+            by_table = model(input_ids=ids).logits
+        with steer(model, ns, "+de:2.5"):
+            by_term = model(input_ids=ids).logits
+    assert torch.equal(by_table, by_term)
+    with pytest.raises(LapeEvalError, match="LANG:ALPHA"):
+        parse_steer("+de", language_alphas="de=2")
