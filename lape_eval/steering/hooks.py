@@ -41,6 +41,7 @@ import torch
 
 from lape_eval.arch import NeuronSites, resolve, unwrap_model
 from lape_eval.errors import LapeEvalError
+from lape_eval.languages import get_language
 from lape_eval.steering.spec import POSITIONS, SteerSpec, SteerTerm, parse_steer
 
 # --- compiling a spec against a neuron set -----------------------------------------------------
