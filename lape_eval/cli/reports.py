@@ -1,5 +1,7 @@
-"""Reports over lm-eval runs: table, regress, plot, fallback (lape_eval/table.py, regress.py, plots.py,
-fallback.py do the work; results.py reads the runs).
+"""Reports over lm-eval runs: table, regress, plot, fallback (lape_eval.reports.table, .regress, .plots and
+.fallback do the work; .results reads the runs).
+
+Every command checks all of its inputs before it writes anything: a bad option leaves no file behind.
 """
 
 from __future__ import annotations
@@ -62,8 +64,13 @@ def table(runs, rows, columns, baseline, metrics, tasks, language_regex, test, a
     """
     from lape_eval.reports.render import render
     from lape_eval.reports.results import load_runs
-    from lape_eval.reports.table import TableOptions, build_table, to_text_table
+    from lape_eval.reports.table import TableOptions, build_table, check_options, to_text_table
 
+    options = TableOptions(rows=rows, columns=columns, metrics=list(metrics), tasks=split_names(tasks), groups=groups,
+                           baseline=baseline, test=test, alpha=alpha, resamples=resamples,
+                           seed=seed, language_regex=language_regex, average=average, best=best, decimals=decimals)
+    if not list_runs:
+        check_options(options)  # before reading hundreds of files
     loaded = load_runs(list(runs), list(labels) or None)
     if list_runs:
         for number, run in enumerate(loaded, 1):
@@ -71,9 +78,6 @@ def table(runs, rows, columns, baseline, metrics, tasks, language_regex, test, a
             click.echo(f"{number}. {run.label}\n   {run.path}\n   model {i.model} ({i.lm}), steer {i.steer_text}, "
                        f"neuron set {i.neuron_set or '-'}, adapter {i.adapter or '-'}, tasks {len(run.tasks)}")
         return
-    options = TableOptions(rows=rows, columns=columns, metrics=list(metrics), tasks=split_names(tasks), groups=groups,
-                           baseline=baseline, test=test, alpha=alpha, resamples=resamples,
-                           seed=seed, language_regex=language_regex, average=average, best=best, decimals=decimals)
     emit(render(to_text_table(build_table(loaded, options)), fmt), output)
 
 
@@ -99,27 +103,30 @@ def regress(runs, baseline_file, tolerance, tolerance_se, update, fail_on_missin
     """
     from pathlib import Path
 
-    from lape_eval.reports.regress import (checks_table, compare_to_baseline, failed, make_baseline, read_baseline, summary,
-                          write_baseline)
+    from lape_eval.reports.regress import (check_tolerances, checks_table, compare_to_baseline, failed, make_baseline,
+                                           read_baseline, summary, write_baseline)
     from lape_eval.reports.render import render
     from lape_eval.reports.results import load_runs
 
+    check_tolerances(tolerance, tolerance_se)
     loaded = load_runs(list(runs))
     task_globs, metric_names = split_names(tasks), list(metrics)
-    if not update or Path(baseline_file).exists():
-        baseline = read_baseline(baseline_file)
-        checks = compare_to_baseline(baseline, loaded, tolerance=tolerance, tolerance_se=tolerance_se,
-                                     tasks=task_globs, metrics=metric_names)
+    new_baseline = make_baseline(loaded, task_globs, metric_names) if update else None
+    checks = None
+    if not update or Path(baseline_file).exists():  # --update over a baseline reports the change first
+        checks = compare_to_baseline(read_baseline(baseline_file), loaded, tolerance=tolerance,
+                                     tolerance_se=tolerance_se, tasks=task_globs, metrics=metric_names)
+    if checks is not None:
         report = render(checks_table(checks, baseline_file, fail_on_missing, only_changes), fmt)
         if output:
             emit(report, output)
         click.echo(report, nl=False)
-        if not update:
-            click.echo(summary(checks, fail_on_missing), err=True)
-            if failed(checks, fail_on_missing):
-                sys.exit(1)
-            return
-    write_baseline(baseline_file, make_baseline(loaded, task_globs, metric_names))
+    if new_baseline is None:
+        click.echo(summary(checks, fail_on_missing), err=True)
+        if failed(checks, fail_on_missing):
+            sys.exit(1)
+        return
+    write_baseline(baseline_file, new_baseline)
     click.echo(f"wrote baseline {baseline_file}", err=True)
 
 
@@ -183,9 +190,10 @@ def _neuron_set_plot(command: str, stem: str, help_text: str):
     @click.option("--languages", default=None, help="Comma-separated languages (default: all in the set).")
     @_plot_options
     def plot_from_neuron_set(neuron_set, languages, out_file, title, dpi, csv_file):
-        from lape_eval.reports import plots
         from lape_eval.neurons.neuron_set import resolve_neuron_set
+        from lape_eval.reports import plots
 
+        plots.check_figure_path(out_file)
         matrix = getattr(plots, f"{stem}_data")(resolve_neuron_set(neuron_set), split_names([languages]) or None)
         _save_plot(matrix, getattr(plots, f"{stem}_figure")(matrix), out_file, title, dpi, csv_file)
 
@@ -204,9 +212,10 @@ plot_overlap = _neuron_set_plot(
 @_plot_options
 def plot_forcing(run, source_field, target_field, label_field, success_field, lid, tasks, out_file, title, dpi, csv_file):
     """Heatmap of a forcing grid run: % of outputs in the target language, source × target language."""
-    from lape_eval.reports.plots import forcing_data, forcing_figure
+    from lape_eval.reports.plots import check_figure_path, forcing_data, forcing_figure
     from lape_eval.reports.results import load_runs
 
+    check_figure_path(out_file)
     runs = load_runs([run])
     if len(runs) != 1:
         raise LapeEvalError(f"{run} holds {len(runs)} results files; name one of them: "
@@ -224,13 +233,16 @@ def plot_forcing(run, source_field, target_field, label_field, success_field, li
 def plot_task_delta(runs, baseline, metrics, tasks, language_regex, test, alpha, resamples, seed, labels, out_file,
                     title, dpi, csv_file):
     """Heatmap of score changes vs a baseline run: test language (task) × activated language (run)."""
-    from lape_eval.reports.plots import task_delta_data, task_delta_figure
+    from lape_eval.reports.plots import check_figure_path, task_delta_data, task_delta_figure
     from lape_eval.reports.results import load_runs, select_run
     from lape_eval.reports.table import TableOptions
+    from lape_eval.reports.task_languages import compile_language_regex
 
-    loaded = load_runs(list(runs), list(labels) or None)
+    check_figure_path(out_file)
+    compile_language_regex(language_regex)
     options = TableOptions(metrics=list(metrics), tasks=split_names(tasks), language_regex=language_regex, test=test,
                            alpha=alpha, resamples=resamples, seed=seed)
+    loaded = load_runs(list(runs), list(labels) or None)
     matrix = task_delta_data(loaded, select_run(loaded, baseline), options)
     _save_plot(matrix, task_delta_figure(matrix), out_file, title, dpi, csv_file)
 
@@ -256,16 +268,17 @@ def fallback(runs, order, source_field, target_field, label_field, success_field
     `lape-eval fallback-commands` prints the lm-eval commands that make the runs.
     """
     from lape_eval.reports.fallback import fallback_study, study_table
+    from lape_eval.reports.plots import check_figure_path, fallback_figure, save_figure
     from lape_eval.reports.render import render
     from lape_eval.reports.results import load_runs
 
+    if plot_file:
+        check_figure_path(plot_file, "--plot")  # before the table is written
     study = fallback_study(load_runs(list(runs)), split_names([order]),
                            _field_names(source_field, target_field, label_field, success_field, lid),
                            split_names(tasks) or None, min_share)
     emit(render(study_table(study), fmt), output)
     if plot_file:
-        from lape_eval.reports.plots import fallback_figure, save_figure
-
         save_figure(fallback_figure(study), plot_file, dpi)
         click.echo(f"wrote {plot_file}", err=True)
 

@@ -11,19 +11,22 @@ object API with the Agg canvas: no display, no global pyplot state.
 from __future__ import annotations
 
 import csv
-import fnmatch
 import io
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lape_eval.files import atomic_path
 from lape_eval.errors import LapeEvalError
+from lape_eval.files import atomic_path
 from lape_eval.languages import get_language
-from lape_eval.reports.results import Run
+from lape_eval.reports.outcomes import FieldNames, outcomes, sample_tasks
+from lape_eval.reports.results import Run, task_selected
+from lape_eval.reports.significance import compare
+from lape_eval.reports.table import TableOptions, choose_metric
+from lape_eval.reports.task_languages import compile_language_regex, language_sort_key, task_language
+from lape_eval.steering.spec import parse_steer
 
 FIGURE_SUFFIXES = (".png", ".svg")
 
@@ -63,8 +66,6 @@ def family_of(code: str) -> str:
 
 
 def family_ordered(codes) -> list[str]:
-    from lape_eval.reports.table import language_sort_key
-
     return sorted(codes, key=language_sort_key)
 
 
@@ -75,14 +76,19 @@ def _language_label(code: str) -> str:
         return code
 
 
+def check_figure_path(path: Path | str, option: str = "--out") -> Path:
+    """``path`` if it names a figure file (.png or .svg): commands check it before they compute or write anything."""
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise LapeEvalError(f"{option} {path}: the file name must end in .png or .svg (the format follows the suffix).")
+    return path
+
+
 def save_figure(figure, path: Path | str, dpi: int = 150) -> Path:
     """Write ``figure`` to ``path`` (.png or .svg, chosen by the suffix) atomically."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FIGURE_SUFFIXES:
-        raise LapeEvalError(f"--out {path}: the file name must end in .png or .svg (the format follows the suffix).")
+    path = check_figure_path(path)
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, format=suffix[1:], dpi=dpi, bbox_inches="tight")
+        figure.savefig(temporary, format=path.suffix.lower()[1:], dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -232,9 +238,7 @@ def overlap_figure(matrix: Matrix):
 # Forcing grid
 
 
-def forcing_data(run: Run, names=None, tasks: list[str] | None = None) -> Matrix:
-    from lape_eval.reports.outcomes import FieldNames, outcomes, sample_tasks
-
+def forcing_data(run: Run, names: FieldNames | None = None, tasks: list[str] | None = None) -> Matrix:
     names = names or FieldNames()
     chosen = sample_tasks(run, tasks, require=(names.source, names.target))
     items, sources = [], []
@@ -277,8 +281,6 @@ def forcing_figure(matrix: Matrix):
 
 def activated_key(run: Run) -> str:
     """The languages a run activates ("de", "de+fr"), else its steer spec ("-en"), else its label."""
-    from lape_eval.steering.spec import parse_steer
-
     steer = run.identity.steer
     if steer and not steer.startswith(("per-doc", "steered:")):
         try:
@@ -289,15 +291,8 @@ def activated_key(run: Run) -> str:
     return run.label
 
 
-def task_delta_data(runs: list[Run], baseline: Run, options) -> Matrix:
-    """Δ of the chosen metric, test language (rows) × activated language (columns), vs ``baseline``.
-
-    ``options``: a :class:`lape_eval.reports.table.TableOptions` (metric, tasks, language regex, test, α).
-    """
-    from lape_eval.reports.significance import compare
-    from lape_eval.reports.table import choose_metric, task_language
-
-    regex = re.compile(options.language_regex) if options.language_regex else None
+def _runs_by_activated_language(runs: list[Run], baseline: Run) -> dict[str, Run]:
+    """The runs other than ``baseline``, keyed by what they activate (one run per key)."""
     others = [run for run in runs if run is not baseline]
     if not others:
         raise LapeEvalError("task-delta needs at least one run besides the baseline.")
@@ -308,11 +303,17 @@ def task_delta_data(runs: list[Run], baseline: Run, options) -> Matrix:
             raise LapeEvalError(f"Two runs activate {key}: {columns[key].label} and {run.label}. Pass one run per "
                                 "activated language.")
         columns[key] = run
+    return columns
+
+
+def _delta_cells(columns: dict[str, Run], baseline: Run, options: TableOptions) -> tuple[dict, set[str]]:
+    """``{(test language, activated key): (Δ, significant, task)}`` and the metric keys compared."""
+    regex = compile_language_regex(options.language_regex)
     cells: dict[tuple[str, str], tuple[float, bool, str]] = {}
     metrics = set()
     for key, run in columns.items():
         for task in run.tasks:
-            if task in run.groups or options.tasks and not any(fnmatch.fnmatchcase(task, p) for p in options.tasks):
+            if task in run.groups or not task_selected(task, options.tasks):
                 continue
             metric = choose_metric(run, task, options.metrics)
             language = task_language(task, run.task_config(task), regex)
@@ -333,6 +334,14 @@ def task_delta_data(runs: list[Run], baseline: Run, options) -> Matrix:
     if len({m.split(',')[0] for m in metrics}) > 1:
         raise LapeEvalError(f"The tasks report different metrics ({', '.join(sorted(metrics))}); "
                             "choose one with --metric.")
+    return cells, metrics
+
+
+def task_delta_data(runs: list[Run], baseline: Run, options: TableOptions) -> Matrix:
+    """Δ of the chosen metric, test language (rows) × activated language (columns), vs ``baseline``
+    (``options``: metric, tasks, language regex, test, α)."""
+    columns = _runs_by_activated_language(runs, baseline)
+    cells, metrics = _delta_cells(columns, baseline, options)
     rows = family_ordered({lang for lang, _ in cells})
     keys = [k for k in columns if any(k == c for _, c in cells)]
     values = np.full((len(rows), len(keys)), np.nan)

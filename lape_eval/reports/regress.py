@@ -15,7 +15,6 @@ scores only in the runs are *new*.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from lape_eval import __version__
 from lape_eval.files import read_json, write_json
 from lape_eval.errors import LapeEvalError
 from lape_eval.reports.render import MISSING, Cell, TextTable
-from lape_eval.reports.results import Run, Score
+from lape_eval.reports.results import Run, Score, task_selected
 
 BASELINE_FORMAT = "lape-eval/score-baseline"
 BASELINE_VERSION = 1
@@ -51,7 +50,7 @@ class Check:
 
 
 def _selected(task: str, key: str, tasks: list[str], metrics: list[str]) -> bool:
-    if tasks and not any(fnmatch.fnmatchcase(task, pattern) for pattern in tasks):
+    if not task_selected(task, tasks):
         return False
     if metrics and not any(key == m or key.split(",", 1)[0] == m for m in metrics):
         return False
@@ -77,7 +76,12 @@ def current_scores(runs: list[Run], tasks: list[str] | None = None, metrics: lis
     return scores
 
 
+# The baseline file: made, written and read here only (the CLI, scripts/update_demo_baseline.py through
+# the CLI, and the tests all go through these three functions).
+
+
 def make_baseline(runs: list[Run], tasks: list[str] | None = None, metrics: list[str] | None = None) -> dict:
+    """The baseline of the runs' scores (selected by task globs and metric names), ready to write."""
     scores = current_scores(runs, tasks, metrics)
     return {
         "format": BASELINE_FORMAT,
@@ -99,6 +103,7 @@ def write_baseline(path: Path | str, baseline: dict) -> None:
 
 
 def read_baseline(path: Path | str) -> dict:
+    """A baseline file, checked: its format and version, and a numeric value for every score."""
     path = Path(path)
     if not path.exists():
         raise LapeEvalError(f"The baseline {path} does not exist: create it from a trusted run with "
@@ -117,10 +122,16 @@ def read_baseline(path: Path | str) -> dict:
     return data
 
 
-def compare_to_baseline(baseline: dict, runs: list[Run], *, tolerance: float = 0.0, tolerance_se: float = 2.0,
-                        tasks: list[str] | None = None, metrics: list[str] | None = None) -> list[Check]:
+def check_tolerances(tolerance: float, tolerance_se: float) -> None:
     if tolerance < 0 or tolerance_se < 0:
         raise LapeEvalError("--tolerance and --tolerance-se must be ≥ 0.")
+
+
+def compare_to_baseline(baseline: dict, runs: list[Run], *, tolerance: float = 0.0, tolerance_se: float = 2.0,
+                        tasks: list[str] | None = None, metrics: list[str] | None = None) -> list[Check]:
+    """One :class:`Check` per score of the baseline (as :func:`read_baseline` returns it) or the runs,
+    worst first."""
+    check_tolerances(tolerance, tolerance_se)
     current = current_scores(runs, tasks, metrics)
     expected = {task: {key: entry for key, entry in by_key.items() if _selected(task, key, tasks or [], metrics or [])}
                 for task, by_key in baseline["tasks"].items()}

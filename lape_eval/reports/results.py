@@ -12,6 +12,7 @@ neuron set, steer spec of the ``lape`` model) from which readable, distinct labe
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import gc
 import json
 import math
@@ -318,3 +319,8 @@ def select_run(runs: list[Run], key: str, what: str = "--baseline") -> Run:
                 return run
     listing = "; ".join(f"{i}: {run.label!r}" for i, run in enumerate(runs, 1))
     raise LapeEvalError(f"{what} {key!r} names none of the runs: give a label, a number or a path ({listing}).")
+
+
+def task_selected(task: str, patterns: list[str]) -> bool:
+    """Whether ``task`` matches one of the ``--tasks`` globs (no globs: every task)."""
+    return not patterns or any(fnmatch.fnmatchcase(task, pattern) for pattern in patterns)

@@ -12,23 +12,21 @@ scores stay missing (``—``), never 0, and an Average over a line with a missin
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import re
 from dataclasses import dataclass, field
 
 from lape_eval.errors import LapeEvalError
-from lape_eval.languages import FAMILY_ORDER, all_languages
 from lape_eval.reports.render import MISSING, Cell, TextTable
-from lape_eval.reports.results import Run, Score, gc_paused, select_run
+from lape_eval.reports.results import Run, Score, gc_paused, select_run, task_selected
 from lape_eval.reports.significance import DEFAULT_RESAMPLES, DEFAULT_SEED, Comparison, compare, z_test
+from lape_eval.reports.task_languages import (LANGUAGE_METADATA_KEYS, benchmark_name, compile_language_regex,
+                                             language_sort_key, task_language)
 
 DIMENSIONS = ("config", "task", "language", "benchmark")
 AVERAGE = "Average"
 AVERAGE_CHOICES = ("auto", "row", "column", "both", "none")
 BEST_CHOICES = ("auto", "column", "row", "none")
 GROUP_CHOICES = ("all", "tasks", "groups")
-LANGUAGE_METADATA_KEYS = ("language", "lang", "target_lang")
 TEST_NAMES = {"paired-bootstrap": "paired bootstrap on per-sample scores",
               "sacrebleu": "sacrebleu paired bootstrap on the hypotheses", "z-test": "z-test on the standard errors"}
 
@@ -92,66 +90,6 @@ class ComparisonTable:
 
 
 # --------------------------------------------------------------------------------------------------
-# Languages of tasks
-
-
-def _language_tokens() -> tuple[dict[str, str], dict[str, str]]:
-    languages = all_languages()
-    key = tuple((lang.code, lang.flores) for lang in languages)
-    if _TOKENS.get("key") != key:  # the registry can grow (register_language)
-        _TOKENS.update(key=key, value=({lang.code: lang.code for lang in languages},
-                                       {lang.flores.lower(): lang.code for lang in languages}))
-    return _TOKENS["value"]
-
-
-_TOKENS: dict = {}
-
-
-def task_language(task: str, config: dict | None = None,
-                  regex: re.Pattern | None = None) -> tuple[str, tuple[int, int]] | None:
-    """``(language, span of it in the task name)`` or None.
-
-    Order: the task's metadata (``language``, ``lang`` or ``target_lang``), then ``regex`` (its
-    first group, or the whole match), else the last ``_``/``-``/``.``-separated part of the name that
-    is a registered language code or FLORES code (``belebele_deu_Latn`` → de, ``xnli_de`` → de,
-    ``flores_en-de`` → de: the target of a pair).
-    """
-    metadata = (config or {}).get("metadata") or {}
-    for key in LANGUAGE_METADATA_KEYS:
-        if isinstance(metadata.get(key), str) and metadata[key]:
-            return metadata[key], (len(task), len(task))
-    if regex is not None:
-        match = regex.search(task)
-        if not match:
-            return None
-        group = 1 if match.re.groups else 0
-        return match.group(group), match.span(group)
-    iso, flores = _language_tokens()
-    parts = [(m.group(0), m.start(), m.end()) for m in re.finditer(r"[^_\-.\s/]+", task)]
-    found = None
-    for i, (text, start, end) in enumerate(parts):
-        if i + 1 < len(parts) and f"{text}_{parts[i + 1][0]}".lower() in flores:
-            found = (flores[f"{text}_{parts[i + 1][0]}".lower()], (start, parts[i + 1][2]))
-        elif text.lower() in iso and i > 0:  # never the first part: "it_..." is a benchmark name
-            found = (iso[text.lower()], (start, end))
-    return found
-
-
-def _benchmark(task: str, span: tuple[int, int] | None) -> str:
-    if span is None or span[0] >= len(task):
-        return task
-    name = task[:span[0]].rstrip("_-. ") + (task[span[1]:] if span[1] < len(task) else "")
-    return name or task
-
-
-def language_sort_key(code: str) -> tuple:
-    families = {lang.code: lang.family for lang in all_languages()}
-    family = families.get(code)
-    rank = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
-    return (rank, family or "~", code)
-
-
-# --------------------------------------------------------------------------------------------------
 # Building
 
 
@@ -165,6 +103,22 @@ def _parse_dimensions(value: list[str] | str, option: str) -> list[str]:
     if not items:
         raise LapeEvalError(f"{option} needs at least one of {', '.join(DIMENSIONS)}.")
     return items
+
+
+def check_options(options: TableOptions) -> tuple[list[str], list[str]]:
+    """Check the options that need no run (so that a bad one fails before any file is read);
+    return the row and column dimensions."""
+    rows_dims = _parse_dimensions(options.rows, "--rows")
+    cols_dims = _parse_dimensions(options.columns, "--columns")
+    shared = set(rows_dims) & set(cols_dims)
+    if shared:
+        raise LapeEvalError(f"--rows and --columns both use {', '.join(sorted(shared))}: put each key on one axis.")
+    for name, value, choices in (("--average", options.average, AVERAGE_CHOICES),
+                                 ("--best", options.best, BEST_CHOICES), ("--groups", options.groups, GROUP_CHOICES)):
+        if value not in choices:
+            raise LapeEvalError(f"Unknown {name} {value!r}: choose one of {', '.join(choices)}.")
+    compile_language_regex(options.language_regex)
+    return rows_dims, cols_dims
 
 
 def choose_metric(run: Run, task: str, preferences: list[str]) -> str | None:
@@ -183,13 +137,7 @@ def choose_metric(run: Run, task: str, preferences: list[str]) -> str | None:
 
 
 def collect_entries(runs: list[Run], options: TableOptions, needs_language: bool) -> tuple[list[Entry], list[str]]:
-    regex = None
-    if options.language_regex:
-        try:
-            regex = re.compile(options.language_regex)
-        except re.error as error:
-            raise LapeEvalError(f"--language-regex {options.language_regex!r} is not a valid regular expression: "
-                                f"{error}.") from None
+    regex = compile_language_regex(options.language_regex)
     entries, notes = [], []
     without_metric, without_language = set(), set()
     languages: dict[tuple, tuple | None] = {}  # the same task recurs in every run
@@ -199,7 +147,7 @@ def collect_entries(runs: list[Run], options: TableOptions, needs_language: bool
             is_group = task in groups
             if options.groups == "tasks" and is_group or options.groups == "groups" and not is_group:
                 continue
-            if options.tasks and not any(fnmatch.fnmatchcase(task, pattern) for pattern in options.tasks):
+            if not task_selected(task, options.tasks):
                 continue
             key = choose_metric(run, task, options.metrics)
             if key is None:
@@ -215,7 +163,7 @@ def collect_entries(runs: list[Run], options: TableOptions, needs_language: bool
                 without_language.add(task)
                 continue
             coords = {"config": run.label, "task": task, "language": language[0] if language else "",
-                      "benchmark": _benchmark(task, language[1] if language else None)}
+                      "benchmark": benchmark_name(task, language[1] if language else None)}
             entries.append(Entry(run, task, key, run.score(task, key), run.higher_is_better(task, key), coords,
                                  is_group))
     if without_metric:
@@ -224,18 +172,23 @@ def collect_entries(runs: list[Run], options: TableOptions, needs_language: bool
     if without_language:
         notes.append(f"Left out (no language in the name or metadata): {', '.join(sorted(without_language))}.")
     if not entries:
-        available = sorted({k.split(',')[0] for r in runs for t in r.tasks for k in r.metric_keys(t)})
-        problems = []
-        if options.tasks:
-            problems.append(f"--tasks {','.join(options.tasks)}")
-        if options.metrics:
-            problems.append(f"--metric {','.join(options.metrics)} "
-                            f"(metrics in the runs: {', '.join(available) or 'none'})")
-        if without_language:
-            problems.append("a language axis (no task name holds a language code; set --language-regex)")
-        raise LapeEvalError("Nothing to tabulate: no task of these runs matches "
-                            + ("; ".join(problems) if problems else "the selection") + ".")
+        raise _nothing_to_tabulate(runs, options, bool(without_language))
     return entries, notes
+
+
+def _nothing_to_tabulate(runs: list[Run], options: TableOptions, lacked_language: bool) -> LapeEvalError:
+    """The error for a selection that matches no score: which option to change, and what the runs hold."""
+    available = sorted({k.split(',')[0] for r in runs for t in r.tasks for k in r.metric_keys(t)})
+    problems = []
+    if options.tasks:
+        problems.append(f"--tasks {','.join(options.tasks)}")
+    if options.metrics:
+        problems.append(f"--metric {','.join(options.metrics)} "
+                        f"(metrics in the runs: {', '.join(available) or 'none'})")
+    if lacked_language:
+        problems.append("a language axis (no task name holds a language code; set --language-regex)")
+    return LapeEvalError("Nothing to tabulate: no task of these runs matches "
+                         + ("; ".join(problems) if problems else "the selection") + ".")
 
 
 def _check_common_tasks(entries: list[Entry], runs: list[Run]) -> None:
@@ -266,30 +219,9 @@ def _axis(dimensions: list[str], entries: list[Entry], runs: list[Run]) -> list[
     return sorted(keys, key=lambda key: tuple(r[v] for r, v in zip(rank, key)))
 
 
-def build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
-    with gc_paused():
-        return _build_table(runs, options)
-
-
-def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
-    rows_dims = _parse_dimensions(options.rows, "--rows")
-    cols_dims = _parse_dimensions(options.columns, "--columns")
-    shared = set(rows_dims) & set(cols_dims)
-    if shared:
-        raise LapeEvalError(f"--rows and --columns both use {', '.join(sorted(shared))}: put each key on one axis.")
-    for name, value, choices in (("--average", options.average, AVERAGE_CHOICES),
-                                 ("--best", options.best, BEST_CHOICES), ("--groups", options.groups, GROUP_CHOICES)):
-        if value not in choices:
-            raise LapeEvalError(f"Unknown {name} {value!r}: choose one of {', '.join(choices)}.")
-    baseline = select_run(runs, options.baseline) if options.baseline else None
-    used = rows_dims + cols_dims
-    entries, notes = collect_entries(runs, options, "language" in used)
-    _check_common_tasks(entries, runs)
-
-    shown = {id(entry.run) for entry in entries}
-    if len(shown) < len(runs):
-        notes.append(f"Runs without a selected score: {', '.join(run.label for run in runs if id(run) not in shown)}.")
-    row_keys, col_keys = _axis(rows_dims, entries, runs), _axis(cols_dims, entries, runs)
+def _place(entries: list[Entry], rows_dims: list[str], cols_dims: list[str], row_keys: list[tuple[str, ...]],
+           col_keys: list[tuple[str, ...]]) -> dict[tuple[int, int], Entry]:
+    """Each entry at its (row, column); two entries in one cell is an error naming the dimension to add."""
     row_index = {k: i for i, k in enumerate(row_keys)}
     col_index = {k: j for j, k in enumerate(col_keys)}
     placed: dict[tuple[int, int], Entry] = {}
@@ -298,21 +230,70 @@ def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
                     col_index[tuple(entry.coords[d] for d in cols_dims)])
         if position in placed:
             other = placed[position]
-            unused = [d for d in DIMENSIONS if d not in used and other.coords[d] != entry.coords[d]]
+            unused = [d for d in DIMENSIONS if d not in rows_dims + cols_dims and other.coords[d] != entry.coords[d]]
             raise LapeEvalError(
                 f"Two scores fall into one cell (row {' · '.join(row_keys[position[0]])}, column "
                 f"{' · '.join(col_keys[position[1]])}): {other.run.label}/{other.task} and "
                 f"{entry.run.label}/{entry.task}. "
                 f"Add {' or '.join(unused) or 'a dimension'} to --rows or --columns, or select tasks with --tasks.")
         placed[position] = entry
+    return placed
 
+
+def _compare_with_baseline(entries: list[Entry], baseline: Run, options: TableOptions) -> None:
+    for entry in entries:
+        entry.baseline_score = baseline.score(entry.task, entry.key)
+        if entry.run is not baseline:
+            entry.comparison = compare(entry.run, baseline, entry.task, entry.key, test=options.test,
+                                       resamples=options.resamples, seed=options.seed,
+                                       scores=(entry.score, entry.baseline_score))
+
+
+def _line_averages(placed: dict[tuple[int, int], Entry], options: TableOptions, lines: int, length: int,
+                   along_rows: bool) -> dict[tuple[int, int], TableCell | None]:
+    """The Average of each of ``lines`` rows (``along_rows``) or columns over its ``length`` cells,
+    at the position just after the line's last cell."""
+    averages = {}
+    for line in range(lines):
+        cells = [placed.get((line, k) if along_rows else (k, line)) for k in range(length)]
+        averages[(line, length) if along_rows else (length, line)] = _average(cells, options)
+    return averages
+
+
+def _add_averages(cells: dict, placed: dict[tuple[int, int], Entry], rows: list[str], columns: list[str],
+                  average: str, options: TableOptions) -> None:
+    """Add an Average column and/or row (``average``: row, column, both or none) to ``cells``, ``rows``
+    and ``columns``; the Average row leaves out the Average column."""
+    row_count, column_count = len(rows), len(columns)
+    if average in ("column", "both") and column_count > 1:
+        averages = _line_averages(placed, options, row_count, column_count, along_rows=True)
+        if any(averages.values()):  # a column of nothing but "—" says nothing
+            cells.update({pos: cell for pos, cell in averages.items() if cell is not None})
+            columns.append(AVERAGE)
+    if average in ("row", "both") and row_count > 1:
+        averages = _line_averages(placed, options, column_count, row_count, along_rows=False)
+        if any(averages.values()):
+            cells.update({pos: cell for pos, cell in averages.items() if cell is not None})
+            rows.append(AVERAGE)
+
+
+def build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
+    with gc_paused():
+        return _build_table(runs, options)
+
+
+def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
+    rows_dims, cols_dims = check_options(options)
+    baseline = select_run(runs, options.baseline) if options.baseline else None
+    entries, notes = collect_entries(runs, options, "language" in rows_dims + cols_dims)
+    _check_common_tasks(entries, runs)
+    shown = {id(entry.run) for entry in entries}
+    if len(shown) < len(runs):
+        notes.append(f"Runs without a selected score: {', '.join(run.label for run in runs if id(run) not in shown)}.")
+    row_keys, col_keys = _axis(rows_dims, entries, runs), _axis(cols_dims, entries, runs)
+    placed = _place(entries, rows_dims, cols_dims, row_keys, col_keys)
     if baseline is not None:
-        for entry in entries:
-            entry.baseline_score = baseline.score(entry.task, entry.key)
-            if entry.run is not baseline:
-                entry.comparison = compare(entry.run, baseline, entry.task, entry.key, test=options.test,
-                                           resamples=options.resamples, seed=options.seed,
-                                           scores=(entry.score, entry.baseline_score))
+        _compare_with_baseline(entries, baseline, options)
 
     cells = {pos: _cell_of(entry, options) for pos, entry in placed.items()}
     rows = [" · ".join(k) for k in row_keys]
@@ -323,23 +304,8 @@ def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
     average = options.average
     if average == "auto":
         average = "both" if not config_on_rows and not config_on_columns else along
-    add_column, add_row = average in ("column", "both"), average in ("row", "both")
-    if add_column and len(col_keys) > 1:
-        averages = {(i, len(columns)): _average([placed.get((i, j)) for j in range(len(columns))], options)
-                    for i in range(len(rows))}
-        if any(averages.values()):  # a column of nothing but "—" says nothing
-            cells.update({pos: cell for pos, cell in averages.items() if cell is not None})
-            columns.append(AVERAGE)
-    if add_row and len(row_keys) > 1:
-        averages = {(len(rows), j): _average([placed.get((i, j)) for i in range(len(rows))], options)
-                    for j in range(len(col_keys))}
-        if any(averages.values()):
-            cells.update({pos: cell for pos, cell in averages.items() if cell is not None})
-            rows.append(AVERAGE)
-
-    best = options.best
-    if best == "auto":
-        best = along
+    _add_averages(cells, placed, rows, columns, average, options)
+    best = along if options.best == "auto" else options.best
     _mark_best(cells, rows, columns, best)
 
     metrics = {}

@@ -1,51 +1,14 @@
-"""`lape-eval plot` and `lape-eval fallback`: figures from the real neuron set and real lm-eval runs
-of tests/data/report_runs; the plotted values against computations made here from the files."""
+"""`lape-eval plot`: figures from the real neuron set and real lm-eval runs of tests/data/report_runs;
+the plotted values against computations made here from the files."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import xml.etree.ElementTree as ElementTree
-from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from lape_eval.cli import cli
-
-RUNS = Path(__file__).parents[1] / "data" / "report_runs"
-SET = RUNS / "tiny-llama-udhr-25pct.safetensors"
-FALLBACK = ["fallback-0", "fallback-1", "fallback-2", "fallback-3", "fallback-11"]
-
-
-def invoke(*args, expect: int = 0):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
-
-
-def samples(name: str, task: str) -> list[dict]:
-    path = next((RUNS / name).rglob(f"samples_{task}_*.jsonl"))
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def check_png(path: Path, min_side: int = 300) -> None:
-    from matplotlib.image import imread
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = imread(path)
-    assert min(image.shape[:2]) >= min_side
-    assert image[..., :3].std() > 0.05  # not a blank canvas
-
-
-def check_svg(path: Path, *texts: str) -> None:
-    root = ElementTree.parse(path).getroot()
-    assert root.tag.endswith("svg")
-    content = path.read_text(encoding="utf-8")
-    for text in texts:
-        assert text in content, text
+from recorded_runs import RUNS, SET, check_png, check_svg, files_under, invoke, samples
 
 
 @pytest.mark.parametrize("kind, args", [
@@ -130,23 +93,6 @@ def test_forcing_field_names_are_options(tmp_path, monkeypatch):
     assert "the samples have no field 'hit'" in out
 
 
-def test_success_from_lid_when_no_field_is_logged(monkeypatch):
-    """Without per-sample label and success fields, the outputs go through language identification."""
-    from lape_eval.reports import outcomes as outcomes_module
-    from lape_eval.evaluation.lid import identify_languages
-    from lape_eval.reports.results import load_runs
-
-    monkeypatch.setattr(outcomes_module, "LABEL_FIELDS", ())
-    monkeypatch.setattr(outcomes_module, "SUCCESS_FIELDS", ())
-    run = load_runs([RUNS / "grid"])[0]
-    items, how = outcomes_module.outcomes(run, "rep_force")
-    records = samples("grid", "rep_force")
-    expected = identify_languages([r["filtered_resps"][0] for r in records])
-    assert [o.label for o in items] == expected
-    assert [o.success for o in items] == [label == r["doc"]["target_lang"] for label, r in zip(expected, records)]
-    assert how == {"label": "LID (default backend) on the output", "success": "output language = target language"}
-
-
 def test_task_delta_is_steered_minus_baseline():
     from lape_eval.reports.plots import task_delta_data
     from lape_eval.reports.results import load_runs
@@ -175,74 +121,11 @@ def test_task_delta_errors(tmp_path):
     assert "must end in .png or .svg" in out
 
 
-class TestFallback:
-    def test_study_counts_output_languages_per_step(self):
-        from lape_eval.reports.fallback import fallback_study
-        from lape_eval.reports.results import load_runs
-
-        study = fallback_study(load_runs([RUNS / name for name in FALLBACK]), min_share=0.0)
-        assert [s.number for s in study.steps] == [0, 1, 2, 3, 11]
-        assert study.steps[2].deactivated == ["en", "fr"]
-        for step, name in zip(study.steps, FALLBACK):
-            counts = Counter(s["output_lang"] for s in samples(name, "rep_fallback"))
-            total = sum(counts.values())
-            assert step.total == total
-            for lang, count in counts.items():
-                assert step.shares[lang if lang != "unknown" else "unknown"] == pytest.approx(count / total)
-        assert study.columns[0] == "en"  # order languages first
-        assert "English prompts" in study.title
-
-    def test_cli_table_and_stacked_bars(self, tmp_path):
-        chart = tmp_path / "fallback.png"
-        out = invoke("fallback", *[RUNS / name for name in FALLBACK], "--plot", chart, "--format", "csv").output
-        lines = out.splitlines()
-        assert lines[0].startswith("step,deactivated,outputs,en,")
-        assert lines[1].startswith("0,none,10,") and lines[3].startswith("2,en fr,10,")
-        check_png(chart)
-        invoke("fallback", *[RUNS / name for name in FALLBACK], "--plot", tmp_path / "fallback.svg", "--format", "text")
-        check_svg(tmp_path / "fallback.svg", "output language")
-
-    def test_golden_text_table(self):
-        out = invoke("fallback", *[RUNS / name for name in FALLBACK], "--min-share", "0.15", "--format", "text").output
-        assert out.splitlines()[3:9] == [
-            "0     none                                   10  50.0*   0.0   0.0   50.0      0.0",
-            "1     en                                     10  70.0*   0.0   0.0   30.0      0.0",
-            "2     en fr                                  10  50.0*  30.0   0.0   20.0      0.0",
-            "3     en fr es                               10  30.0*   0.0  20.0   40.0     10.0",
-            "11    en fr es it pt ru de ar zh ko ja       10  50.0*   0.0  20.0   30.0      0.0",
-            "",
-        ]
-        assert out.splitlines()[1].split() == ["step", "deactivated", "outputs", "en", "ru", "bi", "other", "unknown"]
-
-    def test_min_share_merges_rare_languages(self):
-        from lape_eval.reports.fallback import fallback_study
-        from lape_eval.reports.results import load_runs
-
-        study = fallback_study(load_runs([RUNS / name for name in FALLBACK]), min_share=0.25)
-        for step in study.steps:
-            assert sum(step.shares.values()) == pytest.approx(1.0)
-        assert "other" in study.columns and set(study.columns) <= {"en", "ru", "bi", "other", "unknown", "pt", "ar"}
-
-    def test_runs_that_are_not_steps(self, tmp_path):
-        runs = [RUNS / name for name in FALLBACK]
-        assert "not the start of the order" in invoke("fallback", *runs, "--order", "fr,en", expect=2).output
-        assert "only deactivates" in invoke("fallback", RUNS / "plus-fr", expect=2).output
-        shutil.copytree(RUNS / "fallback-1", tmp_path / "again")
-        assert "Two runs are step 1" in invoke("fallback", RUNS / "fallback-1", tmp_path / "again", expect=2).output
-        assert "no sample file for task rep_mc" in invoke("fallback", RUNS / "fallback-0", "--task", "rep_mc",
-                                                          expect=2).output
-
-    def test_commands_for_the_steps(self):
-        out = invoke("fallback-commands", "--model-args", "pretrained=google/gemma-3-270m,neurons=set.safetensors",
-                     "--tasks", "lape_forcing_en", "--output-root", "runs/fallback", "--steps", "0,2",
-                     "--extra", "--device cuda").output.splitlines()
-        assert out == [
-            "lape-eval run --model lape --model_args pretrained=google/gemma-3-270m,neurons=set.safetensors "
-            "--tasks lape_forcing_en --log_samples --output_path runs/fallback/step-00 --device cuda",
-            "lape-eval run --model lape --model_args 'pretrained=google/gemma-3-270m,neurons=set.safetensors,"
-            "steer=-en -fr' --tasks lape_forcing_en --log_samples --output_path runs/fallback/step-02 --device cuda",
-        ]
-        assert len(invoke("fallback-commands", "--model-args", "pretrained=m", "--tasks", "t", "--output-root",
-                          "r").output.splitlines()) == 12
-        assert "Leave steer= out" in invoke("fallback-commands", "--model-args", "pretrained=m,steer=+de", "--tasks", "t",
-                                            "--output-root", "r", expect=2).output
+def test_bad_options_write_nothing(tmp_path):
+    out = invoke("plot", "forcing", RUNS / "grid", "--out", tmp_path / "f.pdf", "--csv", tmp_path / "f.csv",
+                 expect=2).output
+    assert "--out" in out and "must end in .png or .svg" in out
+    out = invoke("plot", "task-delta", RUNS / "base", RUNS / "plus-fr", "--baseline", "base", "--language-regex", "(de",
+                 "--out", tmp_path / "d.png", "--csv", tmp_path / "d.csv", expect=2).output
+    assert "is not a valid regular expression" in out
+    assert files_under(tmp_path) == []

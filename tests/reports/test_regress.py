@@ -1,4 +1,7 @@
-"""`lape-eval regress`: the CI gate on task scores, on real lm-eval runs (tests/data/report_runs)."""
+"""`lape-eval regress`: the CI gate on task scores, on real lm-eval runs (tests/data/report_runs).
+
+Baseline files are read with :func:`lape_eval.reports.regress.read_baseline`, the one reader of the format
+(which also checks the format); the values in them are compared with the recorded results files."""
 
 from __future__ import annotations
 
@@ -8,18 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from lape_eval.cli import cli
-
-RUNS = Path(__file__).parents[1] / "data" / "report_runs"
-
-
-def invoke(*args, expect: int | None = None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if expect is not None:
-        assert result.exit_code == expect, result.output
-    return result
+from recorded_runs import RUNS, files_under, invoke
+from lape_eval.reports.regress import read_baseline
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def edited_copy(tmp_path, name: str, edit) -> Path:
 
 
 def test_update_writes_a_baseline_of_every_score(baseline):
-    data = json.loads(baseline.read_text(encoding="utf-8"))
+    data = read_baseline(baseline)
     recorded = json.loads(next((RUNS / "base").rglob("results_*.json")).read_text(encoding="utf-8"))["results"]
     assert data["format"] == "lape-eval/score-baseline" and data["version"] == 1
     assert data["runs"][0]["model"] == "tiny-llama" and data["runs"][0]["label"] == "base"
@@ -69,7 +63,7 @@ def test_a_drop_beyond_the_tolerance_fails(baseline):
 
 
 def test_tolerance_in_standard_errors_and_absolute_points(tmp_path, baseline):
-    base = json.loads(baseline.read_text(encoding="utf-8"))["tasks"]["rep_mc_en"]["acc,none"]
+    base = read_baseline(baseline)["tasks"]["rep_mc_en"]["acc,none"]
     se = math.hypot(base["stderr"], base["stderr"])
 
     def drop(amount):
@@ -126,7 +120,7 @@ def test_markdown_report_and_only_changes(tmp_path, baseline):
 def test_subsets_of_tasks_and_metrics(tmp_path):
     path = tmp_path / "b.json"
     invoke("regress", "--baseline", path, "--update", RUNS / "base", "--tasks", "rep_mc*", "--metric", "acc", expect=0)
-    assert set(json.loads(path.read_text(encoding="utf-8"))["tasks"]) == {"rep_mc", "rep_mc_de", "rep_mc_en", "rep_mc_fr"}
+    assert set(read_baseline(path)["tasks"]) == {"rep_mc", "rep_mc_de", "rep_mc_en", "rep_mc_fr"}
     invoke("regress", "--baseline", path, RUNS / "lora", "--tasks", "rep_mc*", "--metric", "acc", expect=0)
 
 
@@ -151,3 +145,9 @@ class TestBadBaselines:
     def test_runs_that_are_not_results(self, tmp_path, baseline):
         (tmp_path / "empty").mkdir()
         assert "No lm-eval results" in invoke("regress", "--baseline", baseline, tmp_path / "empty", expect=2).output
+
+    def test_bad_options_write_nothing(self, tmp_path):
+        result = invoke("regress", "--baseline", tmp_path / "b.json", "--update", RUNS / "base", "--tolerance", "-1",
+                        expect=2)
+        assert "--tolerance and --tolerance-se must be ≥ 0" in result.output
+        assert files_under(tmp_path) == []

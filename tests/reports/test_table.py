@@ -1,49 +1,17 @@
 """`lape-eval table`: golden tables from real lm-eval runs (tests/data/report_runs, written by
-tests/data/make_report_fixtures.py), Δ and significance against independent computations, and
-clear errors for bad input."""
+tests/data/make_report_fixtures.py), averages and best values against computations made here from the
+files, and clear errors for bad input (nothing written)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from lape_eval.cli import cli
-
-RUNS = Path(__file__).parents[1] / "data" / "report_runs"
-TABLE_RUNS = ["base", "minus-en-plus-de", "plus-fr", "plus-en", "lora"]
-
-
-def invoke(*args, expect: int = 0):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
-
-
-def runs(*names):
-    return [str(RUNS / name) for name in (names or TABLE_RUNS)]
-
-
-def results_json(name: str) -> dict:
-    return json.loads(next((RUNS / name).rglob("results_*.json")).read_text(encoding="utf-8"))
-
-
-def samples(name: str, task: str) -> list[dict]:
-    path = next((RUNS / name).rglob(f"samples_{task}_*.jsonl"))
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def table_csv(*args) -> dict[str, dict[str, str]]:
-    rows = list(csv.reader(io.StringIO(invoke("table", *args, "--format", "csv").output)))
-    header = rows[0]
-    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows[1:]}
+from recorded_runs import RUNS, files_under, invoke, results_json, runs, table_csv
 
 
 GOLDEN_MARKDOWN = """\
@@ -122,81 +90,8 @@ class TestGolden:
         assert [p.name for p in target.parent.iterdir()] == ["table.md"]  # no temporary file left
 
 
-class TestSignificance:
-    """Δ and p of the table against computations made here from the files themselves."""
-
-    def test_paired_bootstrap_matches_numpy(self):
-        from lape_eval.reports.significance import DEFAULT_RESAMPLES, DEFAULT_SEED
-
-        table = table_csv(*runs("base", "minus-en-plus-de"), "--baseline", "base", "--metric", "acc_norm",
-                          "--tasks", "rep_mc_en")
-        run = {s["doc_id"]: s["acc_norm"] for s in samples("minus-en-plus-de", "rep_mc_en")}
-        base = {s["doc_id"]: s["acc_norm"] for s in samples("base", "rep_mc_en")}
-        diffs = np.array([run[d] - base[d] for d in sorted(base)])
-        rng = np.random.default_rng(DEFAULT_SEED)
-        means = diffs[rng.integers(0, len(diffs), size=(DEFAULT_RESAMPLES, len(diffs)))].mean(axis=1)
-        p = (1 + np.sum(np.abs(means - diffs.mean()) >= abs(diffs.mean()))) / (DEFAULT_RESAMPLES + 1)
-        cell = table["-en +de"]
-        assert cell["rep_mc_en test"] == "paired-bootstrap"
-        assert float(cell["rep_mc_en delta"]) == pytest.approx(diffs.mean(), abs=1e-12)
-        assert float(cell["rep_mc_en p"]) == pytest.approx(p, abs=1e-12)
-
-    def test_group_without_samples_uses_a_z_test(self):
-        table = table_csv(*runs("base", "plus-en"), "--baseline", "base", "--tasks", "rep_mc")
-        a, b = results_json("plus-en")["results"]["rep_mc"], results_json("base")["results"]["rep_mc"]
-        z = (a["acc,none"] - b["acc,none"]) / math.sqrt(a["acc_stderr,none"] ** 2 + b["acc_stderr,none"] ** 2)
-        p = 2 * (1 - 0.5 * (1 + math.erf(abs(z) / math.sqrt(2))))
-        assert table["+en"]["rep_mc test"] == "z-test"
-        assert float(table["+en"]["rep_mc p"]) == pytest.approx(p, rel=1e-9)
-
-    def test_chrf_uses_sacrebleu_paired_bootstrap(self, monkeypatch):
-        from sacrebleu.metrics import CHRF
-        from sacrebleu.significance import PairedTest
-
-        table = table_csv(*runs("base", "lora"), "--baseline", "base", "--tasks", "rep_mt_en_de")
-        base, lora = samples("base", "rep_mt_en_de"), samples("lora", "rep_mt_en_de")
-        references = [[s["chrf"][0] for s in base]]
-        monkeypatch.setenv("SACREBLEU_SEED", "12345")
-        _, scores = PairedTest([("base", [s["chrf"][1] for s in base]), ("lora", [s["chrf"][1] for s in lora])],
-                               {"chrF2": CHRF()}, references, test_type="bs", n_samples=1000)()
-        cell = table["peft:lora-de"]
-        assert cell["rep_mt_en_de test"] == "sacrebleu"
-        assert float(cell["rep_mt_en_de p"]) == pytest.approx(scores["chrF2"][1].p_value)
-        assert float(cell["rep_mt_en_de p"]) < 0.05  # LoRA's drop is significant: the † in the golden table
-
-    def test_z_test_when_asked(self):
-        table = table_csv(*runs("base", "lora"), "--baseline", "base", "--tasks", "rep_mt_en_de", "--test", "z")
-        a, b = results_json("lora")["results"]["rep_mt_en_de"], results_json("base")["results"]["rep_mt_en_de"]
-        se = math.hypot(a["chrf_stderr,none"], b["chrf_stderr,none"])
-        assert float(table["peft:lora-de"]["rep_mt_en_de p"]) == pytest.approx(
-            math.erfc(abs(a["chrf,none"] - b["chrf,none"]) / se / math.sqrt(2)))
-
-    def test_bootstrap_in_blocks_equals_one_draw(self):
-        from lape_eval.reports.significance import paired_bootstrap
-
-        rng = np.random.default_rng(0)
-        a, b = rng.random(5000), rng.random(5000) + 0.01
-        diffs = a - b
-        means = diffs[np.random.default_rng(7).integers(0, 5000, size=(2000, 5000))].mean(axis=1)
-        expected = (1 + np.sum(np.abs(means - diffs.mean()) >= abs(diffs.mean()))) / 2001
-        assert paired_bootstrap(a, b, 2000, 7) == pytest.approx(expected)
-
-    def test_hypothesis_first_pairs_are_recognised(self):
-        """lape-eval's own chrf_pp samples are (hypothesis, reference): the test finds the order."""
-        from lape_eval.reports.significance import _sacrebleu_test
-        from sacrebleu.metrics import CHRF
-
-        refs = ["Der Hund schläft unter dem Tisch.", "Wo ist der Bahnhof?", "Ich hätte gern Kaffee."]
-        hyp_a = ["Der Hund schläft.", "Wo ist Bahnhof?", "Kaffee bitte."]
-        hyp_b = ["Hund Tisch", "Bahnhof", "Ich Kaffee."]
-        score = lambda hyps: CHRF(word_order=2).corpus_score(hyps, [refs]).score  # noqa: E731
-        pairs = lambda hyps: [((h,), (r,), None) for h, r in zip(hyps, refs)]  # noqa: E731
-        p = _sacrebleu_test("chrf++", pairs(hyp_a), pairs(hyp_b), score(hyp_a), score(hyp_b), 200, 3)
-        assert p is not None and 0 < p <= 1
-        assert _sacrebleu_test("chrf++", pairs(hyp_a), pairs(hyp_b), score(hyp_a) + 1, score(hyp_b), 200, 3) is None
-
-
 class TestLayout:
+
     def test_groups_and_tasks(self):
         only_tasks = table_csv(*runs("base"), "--groups", "tasks")
         assert "rep_mc" not in only_tasks["base"] and "rep_mc_de" in only_tasks["base"]
@@ -230,70 +125,12 @@ class TestLayout:
                           "--groups", "tasks")
         assert "+fr · rep_mc" in table["de"] and "+fr · rep_qa" in table["de"] and table["en"]["+fr · rep_qa"] == ""
 
-    def test_labels_from_the_recorded_config(self):
-        from lape_eval.reports.results import load_runs
-
-        loaded = load_runs(runs())
-        assert [r.label for r in loaded] == ["base", "-en +de", "+fr", "+en", "peft:lora-de"]
-        steered = loaded[1].identity
-        assert steered.model == "tiny-llama" and steered.lm == "lape" and steered.adapter is None
-        assert steered.neuron_set.startswith("tiny-llama-udhr-25pct@") and dict(steered.steer_options)["alpha"] == 8.0
-        assert loaded[4].identity.adapter == "lora-de"
-
-    def test_labels_show_what_differs(self):
-        from lape_eval.reports.results import load_runs
-
-        loaded = load_runs(runs("fallback-0", "grid", "fallback-1"))
-        assert [r.label for r in loaded] == ["base", "per-doc", "-en"]
-
-    def test_identity_from_a_command_line_model_args_string(self):
-        from lape_eval.reports.results import identify_run
-
-        identity = identify_run({"config": {"model": "lape", "model_args":
-                                            "pretrained=/data/models/Llama-3.1-8B,neurons=sets/llama-1pct.safetensors,"
-                                            "steer=-en +zh,method=diffmean,peft=/ckpt/lora-zh/"}})
-        assert (identity.model, identity.steer, identity.neuron_set, identity.adapter) == \
-            ("Llama-3.1-8B", "-en +zh", "llama-1pct", "lora-zh")
-        assert dict(identity.steer_options)["method"] == "diffmean"
-        hub = identify_run({"config": {"model": "steered", "model_args": {"pretrained": "google/gemma-3-270m",
-                                                                          "steer_path": "/x/steer.pt"}}})
-        assert (hub.model, hub.steer) == ("google/gemma-3-270m", "steered:steer.pt")
-
     def test_label_override_and_baseline_by_number(self):
         table = table_csv(*runs("base", "lora"), "--label", "B", "--label", "L", "--baseline", "1", "--tasks", "rep_mc")
         assert set(table) == {"B", "L"} and table["L"]["rep_mc delta"] != ""
 
-    def test_language_from_names_metadata_and_regex(self):
-        import re
-
-        from lape_eval.reports.table import _benchmark, task_language
-
-        assert task_language("belebele_deu_Latn")[0] == "de"
-        assert task_language("xnli_de")[0] == "de"
-        assert task_language("flores_en-fr")[0] == "fr"
-        assert task_language("lape_forcing_grid") is None
-        assert task_language("it_quiz") is None  # the first part is the benchmark's name
-        assert task_language("anything", {"metadata": {"language": "sv"}})[0] == "sv"
-        assert task_language("mmlu.fra", None, re.compile(r"\.(\w+)$"))[0] == "fra"
-        language, span = task_language("xnli_de_gen")
-        assert _benchmark("xnli_de_gen", span) == "xnli_gen"
-
 
 class TestBadInput:
-    def test_folder_without_results(self, tmp_path):
-        (tmp_path / "empty").mkdir()
-        out = invoke("table", tmp_path / "empty", expect=2).output
-        assert "No lm-eval results in the folder" in out and "Traceback" not in out
-
-    def test_missing_path(self, tmp_path):
-        assert "No such file or folder" in invoke("table", tmp_path / "nope", expect=2).output
-
-    @pytest.mark.parametrize("content", ['{"accuracy": 0.5, "model": "x"}', "[1, 2, 3]",
-                                        '{"results": {"t": 0.5}, "config": {}}', "not json at all"])
-    def test_results_file_from_another_tool(self, tmp_path, content):
-        path = tmp_path / "results_2024-01-01T00-00-00.json"
-        path.write_text(content, encoding="utf-8")
-        assert "is not an lm-eval results file" in invoke("table", path, expect=2).output
 
     def test_runs_with_no_common_task(self):
         out = invoke("table", *runs("base", "grid"), expect=2).output
@@ -317,13 +154,10 @@ class TestBadInput:
         out = invoke("table", *runs("base", "lora"), "--baseline", "nobody", expect=2).output
         assert "--baseline 'nobody' names none of the runs" in out and "peft:lora-de" in out
 
-    def test_wrong_number_of_labels(self):
-        assert "one --label per run" in invoke("table", *runs("base", "lora"), "--label", "x", expect=2).output
-
-    def test_damaged_sample_file(self, tmp_path):
-        for name in ("base", "lora"):
-            shutil.copytree(RUNS / name, tmp_path / name)
-        sample = next((tmp_path / "lora").rglob("samples_rep_mc_en_*.jsonl"))
-        sample.write_text(sample.read_text(encoding="utf-8")[:200], encoding="utf-8")
-        out = invoke("table", tmp_path / "base", tmp_path / "lora", "--baseline", "base", expect=2).output
-        assert "is damaged at line 1" in out
+    def test_bad_options_write_nothing(self, tmp_path):
+        target = tmp_path / "table.md"
+        out = invoke("table", *runs("base"), "--rows", "model", "--output", target, expect=2).output
+        assert "Unknown --rows key 'model'" in out
+        out = invoke("table", *runs("base"), "--language-regex", "(de", "--output", target, expect=2).output
+        assert "--language-regex '(de' is not a valid regular expression" in out
+        assert files_under(tmp_path) == []
