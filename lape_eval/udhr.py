@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable
-from importlib.resources import files
-from pathlib import Path
+
+from lape_eval.resources import shipped_data_file
 
 UDHR_LANGUAGES: tuple[str, ...] = (
     "bo", "mt", "it", "es", "de", "ja", "ar", "zh", "af", "nl", "fr",
@@ -24,10 +24,7 @@ UdhrKey = tuple[int, int]  # (article, paragraph)
 @functools.cache
 def load_udhr() -> list[dict]:
     """All units, in file order (language, article, paragraph).  Cached: do not mutate."""
-    try:
-        text = (files("lape_eval") / "data" / "udhr.jsonl").read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError, OSError):
-        text = (Path(__file__).parent / "data" / "udhr.jsonl").read_text(encoding="utf-8")
+    text = shipped_data_file("udhr.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

@@ -1,5 +1,6 @@
-"""Commands that steer and evaluate: calibrate, demo, export-steered, run (lape_eval/calibrate.py,
-demo.py, steered_export.py and lm-eval do the work).
+"""Commands that steer and evaluate: calibrate, export-steered, run. Each checks and parses its
+options, calls one library function (lape_eval.evaluation.calibration_sweep, lape_eval.steering.export,
+lape_eval.evaluation.run) and prints.
 """
 
 from __future__ import annotations
@@ -33,85 +34,23 @@ def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set
     Writes OUT (JSON); pass it to the lape model as language_alphas=OUT (`lape-eval demo` also takes the
     set, method and positions from it).
     """
-    from pathlib import Path
+    from lape_eval.evaluation.calibration_sweep import calibrate as run_calibration
 
-    from lape_eval.files import write_json
-    from lape_eval.evaluation.calibration import calibrate as run_calibration
-    from lape_eval.languages import parse_languages
-    from lape_eval.models import default_device, load_model
-    from lape_eval.neurons.neuron_set import resolve_neuron_set
-    from lape_eval.steering.spec import parse_steer
-
-    sets = {name: resolve_neuron_set(name) for name in split_names([neuron_sets])}
-    target_codes, source_codes = parse_languages(targets), parse_languages(sources)
     try:
         candidates = [float(a) for a in split_names([alphas])]
     except ValueError:
         raise click.BadParameter(f"write numbers separated by commas, e.g. 0.5,1,2 (got {alphas!r}).",
                                  param_hint="--alphas") from None
-    method_list, position_list = split_names([methods]), split_names([positions])
-    for method in method_list:
-        if method == "multiply":
-            raise click.UsageError("calibrate sweeps α: choose methods among add, diffmean, replace.")
-        for where in position_list:
-            for alpha in candidates:  # validate every setting before the model loads
-                parse_steer(" ".join(f"+{t}" for t in target_codes), method=method, positions=where, alpha=alpha)
-    partial = Path(f"{out_file}.partial.json")  # an interrupted sweep resumes from here
-    loaded = load_model(model_name, dtype=dtype, device=device or default_device(), revision=revision,
-                        trust_remote_code=trust_remote_code)
-    result = run_calibration(loaded.model, loaded.tokenizer, sets, targets=target_codes, sources=source_codes,
-                             alphas=candidates, methods=method_list, positions=position_list,
-                             questions_per_source=questions_per_source, max_new_tokens=max_new_tokens,
-                             checkpoint=partial)
-    write_json(out_file, {"model": model_name, **result.to_json()})
-    partial.unlink(missing_ok=True)
+    result = run_calibration(model_name, split_names([neuron_sets]), targets=targets, sources=sources,
+                             alphas=candidates, methods=split_names([methods]), positions=split_names([positions]),
+                             questions_per_source=questions_per_source, max_new_tokens=max_new_tokens, out=out_file,
+                             revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     for setting in result.settings:
         click.echo(f"{setting.key}: mean best rate {result.score(setting):.1f}%")
     click.echo(f"chosen: {result.chosen.key}")
     for target, rates in result.rates[result.chosen.key].items():
         shown = "  ".join(f"α={alpha}: {rate:.0f}%" for alpha, rate in rates.items())
-        click.echo(f"  {target}: best α={result.best[target]:g}   {shown}")
-
-
-@cli.command()
-@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--languages", default=None, help="Forcing-grid languages (default: en,de,fr,es,zh,ru,ja).")
-@click.option("--all-languages", is_flag=True, help="The forcing grid over all 21 languages (about 9x longer).")
-@click.option("--pairs", default=None, help="UDHR translation pairs (default: en-de,en-fr,en-zh).")
-@click.option("--neurons", "neuron_set", default=None,
-              help="Steer with this neuron set (default: the set the calibration chose among the shipped 1-5 % sets).")
-@click.option("--identify", is_flag=True, help="Rebuild the neuron sets from the bundled UDHR instead of using the shipped ones.")
-@click.option("--calibrate", is_flag=True,
-              help="Re-run the calibration (neuron set, positions and a strength per target language).")
-@click.option("--calibration", default=None,
-              help="A calibration JSON to use instead of the shipped one; 'none': add with alpha=2 on the 1 % set.")
-@click.option("--max-gen-toks", type=int, default=32, show_default=True, help="Tokens generated per forcing answer.")
-@click.option("--translation-docs", type=int, default=10, show_default=True, help="UDHR paragraphs per translation pair.")
-def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibrate, calibration, max_gen_toks,
-         translation_docs):
-    """The whole method on Gemma-3-270M, offline: neuron sets, steered lm-eval runs, table, heatmap.
-
-    Every step is a real lape-eval / lm_eval command, printed before it runs; steps whose outputs
-    exist are skipped, so an interrupted demo resumes.
-    """
-    from pathlib import Path
-
-    from lape_eval.demo import DemoPlan, run_demo
-    from lape_eval.languages import PAPER_LANGUAGES, parse_languages
-
-    plan = DemoPlan(Path(out_dir), identify=identify, calibrate=calibrate, calibration=calibration,
-                    max_gen_toks=max_gen_toks, translation_docs=translation_docs)
-    if all_languages:
-        plan.languages = list(PAPER_LANGUAGES)
-    elif languages:
-        plan.languages = parse_languages(languages)
-    if pairs:
-        plan.pairs = [pair.strip() for pair in pairs.split(",")]
-        for pair in plan.pairs:
-            parse_languages(pair.replace("-", " "))
-    if neuron_set:
-        plan.neuron_set = neuron_set
-    run_demo(plan)
+        click.echo(f"  {target}: best α={result.language_alphas[target]:g}   {shown}")
 
 
 @cli.command("export-steered")
@@ -132,7 +71,7 @@ def export_steered(neuron_set, model_name, spec, method, alpha, for_peft, trust_
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from lape_eval.models import resolve_pretrained
-    from lape_eval.neurons.neuron_set import resolve_neuron_set
+    from lape_eval.neurons.shipped import resolve_neuron_set
     from lape_eval.steering.export import save_steered
     from lape_eval.steering.spec import parse_steer
 

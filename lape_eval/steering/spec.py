@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from lape_eval.errors import LapeEvalError
 from lape_eval.languages import get_language
+from lape_eval.steering.calibration import read_language_alphas
 
 METHODS = ("add", "multiply", "replace", "diffmean")
 POSITIONS = ("all", "prompt", "generated", "answer")
@@ -122,16 +123,8 @@ def _parse_language_alphas(value: str | dict | None) -> tuple[tuple[str, float],
     """``"zh:0.5 de:1.5"``, a dict, or a JSON file holding such a dict (e.g. a calibration's output)."""
     if value is None or value == "" or value == {}:
         return ()
-    if isinstance(value, str) and value.endswith(".json"):
-        import json
-        from pathlib import Path
-
-        try:
-            value = json.loads(Path(value).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise LapeEvalError(f"Cannot read language_alphas from {value}: {error}.") from None
-        if isinstance(value, dict) and "language_alphas" in value:  # a `lape-eval calibrate` output
-            value = value["language_alphas"]
+    if isinstance(value, str) and value.endswith(".json"):  # a `lape-eval calibrate` output, or {lang: α}
+        value = read_language_alphas(value)
     if isinstance(value, str):
         pairs = []
         for item in value.replace(",", " ").split():

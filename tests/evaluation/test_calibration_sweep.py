@@ -1,4 +1,4 @@
-"""Calibration: the selection rule by hand, the batched sweep against a one-cell-at-a-time loop, the CLI."""
+"""The calibration sweep: the batched sweep against a one-cell-at-a-time loop, resuming, the CLI."""
 
 from __future__ import annotations
 
@@ -7,34 +7,14 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import lape_eval.evaluation.calibration as calibration_module
+import lape_eval.evaluation.calibration_sweep as calibration_module
 from handmade_sets import LANGS, make_set
 from lape_eval.arch import resolve
-from lape_eval.evaluation.calibration import Calibration, Setting, best_alpha, calibrate, calibration_questions, generate_answers
+from lape_eval.evaluation.calibration_sweep import calibration_questions, generate_answers, sweep
 from lape_eval.cli import cli
 from lape_eval.steering.spec import parse_steer
 from lape_eval.steering.hooks import steer
 from tiny_models import build_model, build_tokenizer
-
-
-def test_best_alpha_is_the_highest_rate_and_on_ties_the_smallest_alpha():
-    assert best_alpha({"0.5": 20.0, "1": 60.0, "2": 60.0}) == 1.0
-    assert best_alpha({"2": 0.0, "0.5": 0.0}) == 0.5
-    assert best_alpha({"0.25": 10.0, "3": 90.0}) == 3.0
-
-
-def test_the_setting_with_the_best_mean_of_per_target_best_rates_wins():
-    first, second, third = Setting("a"), Setting("b", positions="generated"), Setting("c", method="diffmean")
-    result = Calibration([first, second, third], ["en"], ["de", "fr"], [1.0, 2.0], 4)
-    result.rates = {
-        first.key: {"de": {"1": 100.0, "2": 0.0}, "fr": {"1": 0.0, "2": 20.0}},  # (100 + 20) / 2 = 60
-        second.key: {"de": {"1": 50.0, "2": 75.0}, "fr": {"1": 25.0, "2": 25.0}},  # (75 + 25) / 2 = 50
-        third.key: {"de": {"1": 60.0, "2": 60.0}, "fr": {"1": 60.0, "2": 0.0}},  # 60: ties with the first
-    }
-    result.choose()
-    assert result.chosen == first  # a tie goes to the setting listed first
-    assert result.best == {"de": 1.0, "fr": 2.0}
-    assert result.to_json()["calibration_rate"] == 60.0
 
 
 def _judge(answer: str, target: str) -> bool:
@@ -48,7 +28,7 @@ def test_the_batched_sweep_equals_one_steered_cell_at_a_time(monkeypatch):
     neuron_set = make_set(resolve(model).width)
     settings = {"methods": ["add", "diffmean"], "positions": ["all", "generated"]}
     alphas = [0.5, 8.0]
-    result = calibrate(model, tokenizer, {"tiny": neuron_set}, targets=LANGS, sources=LANGS, alphas=alphas,
+    result = sweep(model, tokenizer, {"tiny": neuron_set}, targets=LANGS, sources=LANGS, alphas=alphas,
                        questions_per_source=3, max_new_tokens=6, batch_size=5, progress=False, **settings)
 
     questions = calibration_questions()
@@ -81,7 +61,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(monkeypatch, tmp_path):
     neuron_set = make_set(resolve(model).width)
     args = dict(targets=["de", "fr"], sources=["en"], alphas=[0.5, 2.0, 8.0], positions=["all", "generated"],
                 questions_per_source=2, max_new_tokens=4, progress=False)
-    uninterrupted = calibrate(model, tokenizer, {"tiny": neuron_set}, **args)
+    uninterrupted = sweep(model, tokenizer, {"tiny": neuron_set}, **args)
 
     real, calls, interrupt = calibration_module.generate_answers, [], {"at": 4}
 
@@ -94,14 +74,14 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(monkeypatch, tmp_path):
     monkeypatch.setattr(calibration_module, "generate_answers", interrupted_on_the_fourth_batch)
     checkpoint = tmp_path / "calibration.json.partial.json"
     with pytest.raises(_Stop):
-        calibrate(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **args)
+        sweep(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **args)
     calls.clear()
     interrupt["at"] = None
-    resumed = calibrate(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **args)
+    resumed = sweep(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **args)
     assert len(calls) == 6 - 3  # 2 settings × 3 alphas, three measured before the interruption
-    assert resumed.rates == uninterrupted.rates and resumed.best == uninterrupted.best
+    assert resumed.rates == uninterrupted.rates and resumed.language_alphas == uninterrupted.language_alphas
     calls.clear()
-    other = calibrate(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **{**args, "questions_per_source": 1})
+    other = sweep(model, tokenizer, {"tiny": neuron_set}, checkpoint=checkpoint, **{**args, "questions_per_source": 1})
     assert len(calls) == 6 and other.questions_per_source == 1  # another sweep does not reuse the rates
 
 
