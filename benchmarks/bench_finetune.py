@@ -66,7 +66,7 @@ def _build(model_name: str, method: str):
     torch.manual_seed(0)
     if model_name == "gemma3_270m":
         from lape_eval.models import load_model
-        from lape_eval.neurons.neuron_set import resolve_neuron_set
+        from lape_eval.neurons.shipped import resolve_neuron_set
 
         model = load_model("gemma-3-270m-gguf").model
         indices = resolve_neuron_set("gemma-3-270m-udhr-5pct").indices("mt")

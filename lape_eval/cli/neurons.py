@@ -1,5 +1,9 @@
 """Commands from text to neuron sets: collect, identify, inspect, import-masks, export-masks, ablate
-(lape_eval/stats.py, lape.py, neuron_set.py, inspection.py, reference_masks.py, ablation.py do the work).
+(lape_eval.neurons.stats, .identify, .shipped, .inspection, .reference_masks and
+lape_eval.steering.ablation do the work).
+
+Every command checks all of its inputs before it loads a model or writes a file, so a command that
+fails on bad input leaves nothing behind that changes what the next command does.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from lape_eval.errors import LapeEvalError
 @click.option("--text-field", default="text", show_default=True, help="JSON field holding the text (JSONL corpora).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Statistics folder (created; resumed if it exists).")
 @click.option("--max-tokens", type=int, default=None, help="Tokens per language (default: the whole corpus).")
-@click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per packed sequence (BOS included).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Tokens per packed sequence (BOS included).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--add-bos", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Start each sequence with BOS (auto: when the tokenizer adds one). BOS is never counted.")
-@click.option("--checkpoint-every", type=int, default=20, show_default=True, help="Steps between resumable checkpoints.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Steps between resumable checkpoints.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def collect(model_name, revision, dtype, device, trust_remote_code, languages, corpus, text_field, out_dir,
             max_tokens, seq_len, batch_size, add_bos, checkpoint_every, no_progress):
@@ -31,23 +37,23 @@ def collect(model_name, revision, dtype, device, trust_remote_code, languages, c
     Writes OUT/manifest.json and OUT/<lang>.safetensors; an interrupted run resumes where it
     stopped. Several processes (torchrun / accelerate launch) split the batches and sum exactly.
     """
-    from lape_eval.neurons.corpus import CorpusSpec
+    from lape_eval.distributed import init_distributed
     from lape_eval.languages import parse_languages
     from lape_eval.models import default_device, load_model
-    from lape_eval.neurons.stats import CollectSettings, collect as collect_statistics
+    from lape_eval.neurons.corpus import CorpusSpec
+    from lape_eval.neurons.stats import CollectSettings, StatisticsFolder, collect as collect_statistics
 
-    codes = parse_languages(languages)  # validate before any model work
+    codes = parse_languages(languages)
     if max_tokens is not None and max_tokens <= 0:
         raise LapeEvalError(f"--max-tokens must be a positive number of tokens (got {max_tokens}).")
-    spec = CorpusSpec(corpus, text_field)
-    from lape_eval.distributed import init_distributed
-
+    settings = CollectSettings(CorpusSpec(corpus, text_field), seq_len=seq_len, batch_size=batch_size,
+                               max_tokens=max_tokens, add_bos={"yes": True, "no": False}.get(add_bos, add_bos),
+                               checkpoint_every=checkpoint_every, progress=not no_progress)
+    settings.check(codes)  # the corpus gives text for every language
+    StatisticsFolder(out_dir).check_usable()  # the rest (same model and setup) needs the model's shape
     dist = init_distributed()
     device = device or (f"cuda:{dist}" if dist is not None and default_device() == "cuda" else default_device())
     loaded = load_model(model_name, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)
-    settings = CollectSettings(spec, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
-                               add_bos={"yes": True, "no": False}.get(add_bos, add_bos),
-                               checkpoint_every=checkpoint_every, progress=not no_progress)
     results = collect_statistics(loaded.model, loaded.tokenizer, codes, out_dir, settings,
                                  model_name=model_name, revision=revision)
     if dist in (None, 0):
@@ -75,10 +81,11 @@ def identify(stats_dirs, out_dir, name, top_rates, languages, filter_quantile, a
     from pathlib import Path
 
     from lape_eval.languages import parse_languages
-    from lape_eval.neurons.inspection import Table, render
-    from lape_eval.neurons.neuron_set import default_set_name, identify_neuron_sets, parse_top_rates, rate_label, set_file_name
+    from lape_eval.neurons.identify import check_quantile, identify_neuron_sets, parse_top_rates
 
-    rates = parse_top_rates(top_rates)  # validate everything cheap before loading statistics
+    rates = parse_top_rates(top_rates, label="--top-rates")  # everything cheap before loading statistics
+    check_quantile(filter_quantile, "--filter-quantile")
+    check_quantile(activation_bar_quantile, "--activation-bar-quantile")
     codes = parse_languages(languages) if languages else None
     if name is not None and (not name or "/" in name or "\\" in name):
         raise LapeEvalError(f"--name {name!r} must be a plain file name stem; put the folder in --out.")
@@ -86,17 +93,32 @@ def identify(stats_dirs, out_dir, name, top_rates, languages, filter_quantile, a
               "filter_quantile": filter_quantile, "activation_bar_quantile": activation_bar_quantile, "name": name}
     sets = identify_neuron_sets([Path(d) for d in stats_dirs], rates, codes, filter_quantile,
                                 activation_bar_quantile, created_by={"command": "lape-eval identify", **params})
+    files = _save_sets(sets, Path(out_dir), name)
+    click.echo(_rate_table(sets), nl=False)
+    for path in files:
+        click.echo(f"wrote {path}")
+
+
+def _save_sets(sets: dict, out_dir, name: str | None) -> list:
+    """Write each rate's set as OUT/NAME-<rate>pct.safetensors (NAME: from the model and corpus by default)."""
+    from lape_eval.neurons.identify import default_set_name, set_file_name
+
     first = next(iter(sets.values()))
     name = name or default_set_name(first.info["model"]["id"], first.info["statistics"]["corpus"])
-    files = {rate: Path(out_dir) / set_file_name(name, rate) for rate in rates}
-    for rate, neuron_set in sets.items():
-        neuron_set.save(files[rate])
+    return [neuron_set.save(out_dir / set_file_name(name, rate)) for rate, neuron_set in sets.items()]
+
+
+def _rate_table(sets: dict) -> str:
+    """Neurons per language (and unique neurons) for each rate, as a text table."""
+    from lape_eval.neurons.identify import rate_label
+    from lape_eval.neurons.inspection import Table, render
+
+    rates = list(sets)
+    first = sets[rates[0]]
     rows = [[lang, *(sets[r].neuron_count(lang) for r in rates)] for lang in first.languages]
     rows.append(["unique", *(sets[r].unique_neuron_count for r in rates)])
     title = f"Language neurons of {first.info['model']['id']} ({first.num_layers} layers × {first.width}) per top rate"
-    click.echo(render([Table(title, ["language", *map(rate_label, rates)], rows)]), nl=False)
-    for rate in rates:
-        click.echo(f"wrote {files[rate]}")
+    return render([Table(title, ["language", *map(rate_label, rates)], rows)])
 
 
 @cli.command("inspect")
@@ -106,7 +128,7 @@ def identify(stats_dirs, out_dir, name, top_rates, languages, filter_quantile, a
 def inspect_neuron_set(neuron_set, fmt, languages):
     """Show a neuron set (a file, or the name of a shipped set): neurons per language and layer, overlaps."""
     from lape_eval.neurons.inspection import describe, inspection_tables, render
-    from lape_eval.neurons.neuron_set import resolve_neuron_set
+    from lape_eval.neurons.shipped import resolve_neuron_set
 
     loaded = resolve_neuron_set(neuron_set)
     tables = inspection_tables(loaded, languages.replace(",", " ").split() if languages else None)
@@ -137,6 +159,11 @@ def import_masks(mask_file, languages, out_file, stats_dirs, width, model_name, 
     parse_languages(codes)  # unknown codes are an error (duplicates are checked by the import)
     if top_rate is not None and not 0 < top_rate < 1:
         raise LapeEvalError(f"--top-rate must be in the open interval (0, 1); got {top_rate}.")
+    if width is None and not stats_dirs:
+        raise LapeEvalError("The reference mask format does not record the MLP width (intermediate size): give "
+                            "--width, or --stats (which also provides the mean activations steering needs).")
+    if width is not None and width < 1:
+        raise LapeEvalError(f"--width must be positive (got {width}).")
     statistics = None
     if stats_dirs:
         from lape_eval.neurons.stats import load_statistics
@@ -155,8 +182,8 @@ def import_masks(mask_file, languages, out_file, stats_dirs, width, model_name, 
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Mask file to write.")
 def export_masks(neuron_set, out_file):
     """Write a neuron set in the reference format (list[language][layer] of int64 index tensors)."""
-    from lape_eval.neurons.neuron_set import resolve_neuron_set
     from lape_eval.neurons.reference_masks import export_reference_masks
+    from lape_eval.neurons.shipped import resolve_neuron_set
 
     loaded = resolve_neuron_set(neuron_set)
     export_reference_masks(loaded, out_file)
@@ -176,19 +203,26 @@ def ablate(neuron_set, model_name, revision, dtype, device, trust_remote_code, l
     A set is language-specific when zeroing a language's neurons raises that language's loss
     more than the mean rise on the other languages.
     """
-    from lape_eval.steering.ablation import ablate as run_ablation
     from lape_eval.files import write_json
-    from lape_eval.neurons.corpus import CorpusSpec
     from lape_eval.languages import parse_languages
     from lape_eval.models import default_device, load_model
-    from lape_eval.neurons.neuron_set import resolve_neuron_set
+    from lape_eval.neurons.corpus import CorpusSpec
+    from lape_eval.neurons.shipped import resolve_neuron_set
+    from lape_eval.steering.ablation import ablate as run_ablation
 
     ns = resolve_neuron_set(neuron_set)
     codes = parse_languages(languages) if languages else list(ns.languages)
+    ablated = [code for code in codes if code in ns.languages]
+    if not ablated:
+        raise LapeEvalError(f"None of the languages {', '.join(codes)} is in the neuron set (it has: "
+                            f"{', '.join(ns.languages)}), so there is nothing to ablate; choose some with --languages.")
+    if max_tokens < 1:
+        raise LapeEvalError(f"--max-tokens must be a positive number of tokens (got {max_tokens}).")
+    held_out = CorpusSpec(corpus)
+    held_out.check(codes)
     loaded = load_model(model_name, dtype=dtype, device=device or default_device(), revision=revision,
                         trust_remote_code=trust_remote_code)
-    report = run_ablation(loaded.model, loaded.tokenizer, ns, languages=codes,
-                          ablated=[c for c in codes if c in ns.languages], corpus=CorpusSpec(corpus),
+    report = run_ablation(loaded.model, loaded.tokenizer, ns, languages=codes, ablated=ablated, corpus=held_out,
                           max_tokens=max_tokens)
     click.echo(report.table())
     if out_file:

@@ -190,7 +190,7 @@ def _neuron_set_plot(command: str, stem: str, help_text: str):
     @click.option("--languages", default=None, help="Comma-separated languages (default: all in the set).")
     @_plot_options
     def plot_from_neuron_set(neuron_set, languages, out_file, title, dpi, csv_file):
-        from lape_eval.neurons.neuron_set import resolve_neuron_set
+        from lape_eval.neurons.shipped import resolve_neuron_set
         from lape_eval.reports import plots
 
         plots.check_figure_path(out_file)

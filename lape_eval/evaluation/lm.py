@@ -62,7 +62,7 @@ class LapeLM(HFLM):
         self._neuron_set = None
         self._neurons_source = None if neurons is None else str(neurons)
         if neurons is not None:
-            from lape_eval.neurons.neuron_set import resolve_neuron_set
+            from lape_eval.neurons.shipped import resolve_neuron_set
 
             self._neuron_set = resolve_neuron_set(str(neurons))
         if self._neuron_set is None and (self._per_document or not self._global_spec.is_identity):

@@ -71,6 +71,18 @@ class CorpusSpec:
     def describe(self) -> str:
         return self.source if self.source.startswith("udhr") else f"{self.source} (field {self.text_field})"
 
+    def check(self, languages: list[str]) -> None:
+        """Fail now, before a model is loaded or a file written, if a language's text cannot be had:
+        read the first document of each language from a local source (a file is opened, not read
+        through). A hub dataset is streamed over the network, so only its per-language configuration
+        is resolved here; it is opened when collection starts."""
+        for lang in languages:
+            if self.source in HUB_DATASETS:
+                get_language(lang)
+                HUB_DATASETS[self.source].config_for(lang)
+            else:
+                next(self.documents(lang), None)  # an unreadable or empty source raises
+
     def documents(self, lang: str) -> Iterator[str]:
         """The language's documents in a fixed, reproducible order."""
         get_language(lang)
@@ -148,7 +160,7 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise LapeEvalError(
                 f"{path}, line {number}: expected a JSON object with a '{text_field}' field "
-                "(choose the field with --text-field)."
+                "(or name the field that holds the text)."
             ) from None
         if isinstance(text, str) and text.strip():
             seen += 1
@@ -172,7 +184,7 @@ def _stream_hub(dataset: HubDataset, lang: str) -> Iterator[str]:
             f"Cannot stream {dataset.path} (config '{name}') for language '{lang}': "
             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}. This source needs the "
             "internet (and for CulturaX an accepted licence and `huggingface-cli login`); offline, "
-            "use --corpus udhr or local files."
+            "use the bundled UDHR (udhr) or local files."
         ) from None
 
 
@@ -214,7 +226,7 @@ def token_stream(
 def packed_sequences(tokens: Iterator[int], *, seq_len: int, bos_id: int | None) -> Iterator[list[int]]:
     """Cut the token stream into sequences of ``seq_len`` tokens (BOS included); the last may be shorter."""
     if seq_len < 2:
-        raise LapeEvalError(f"--seq-len must be at least 2 (got {seq_len}).")
+        raise LapeEvalError(f"The sequence length must be at least 2 tokens (got {seq_len}).")
     body = seq_len - (1 if bos_id is not None else 0)
     current: list[int] = []
     for token in tokens:
@@ -253,7 +265,8 @@ def bos_token_to_prepend(tokenizer, add_bos: str | bool) -> int | None:
         return bos if probe and probe[0] == bos else None
     if add_bos in (True, "true", "yes", "1"):
         if tokenizer.bos_token_id is None:
-            raise LapeEvalError("--add-bos was asked for, but the tokenizer has no BOS token.")
+            raise LapeEvalError("A BOS token was asked for, but the tokenizer has none: let BOS be added "
+                                "automatically (auto) or not at all (no).")
         return tokenizer.bos_token_id
     return None
 

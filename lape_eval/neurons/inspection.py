@@ -11,9 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lape_eval.errors import LapeEvalError
-from lape_eval.neurons.neuron_set import NeuronSet, _rows, _union, _unique_codes
-
-
+from lape_eval.neurons.neuron_set import NeuronSet, language_list, language_rows, union_of
 
 @dataclass
 class Table:
@@ -61,8 +59,8 @@ def inspection_tables(ns: NeuronSet, languages: list[str] | None = None) -> list
     """
     from lape_eval.languages import get_language
 
-    shown = _unique_codes(languages) if languages else list(ns.languages)
-    columns = _rows(ns.languages, shown, "neuron set")
+    shown = language_list(languages) if languages else list(ns.languages)
+    columns = language_rows(ns.languages, shown, "neuron set")
     counts = language_counts(ns)
     summary = Table("Neurons per language", ["language", "name", "script", "neurons", "unique", "shared"], [])
     for lang in shown:
@@ -71,7 +69,7 @@ def inspection_tables(ns: NeuronSet, languages: list[str] | None = None) -> list
         summary.rows.append([lang, known.name if known else "", known.script if known else "", total, unique,
                              total - unique])
     per_layer = layer_counts(ns)[:, columns]
-    union_per_layer = torch.bincount(_union(ns.flat[lang] for lang in shown) // ns.width, minlength=ns.num_layers)
+    union_per_layer = torch.bincount(union_of(ns.flat[lang] for lang in shown) // ns.width, minlength=ns.num_layers)
     layers = Table("Neurons per layer", ["layer", "any", *shown],
                    [[layer, int(union_per_layer[layer]), *per_layer[layer].tolist()] for layer in range(ns.num_layers)])
     layers.rows.append(["total", int(union_per_layer.sum()), *per_layer.sum(0).tolist()])

@@ -13,17 +13,17 @@ and diffmean (μ of the target minus the mean μ of the others) run from the fil
 metadata in the safetensors header records the model, thresholds, corpus and provenance, and a
 content hash over tensors and metadata that :meth:`NeuronSet.load` verifies.
 
-The reference code's "activation mask" (a ``torch.save``d ``list[language][layer]`` of index
-tensors) is read with ``torch.load(..., weights_only=True)`` only, so a crafted pickle cannot run
-code: ``lape_eval.neurons.reference_masks``; inspection tables: ``lape_eval.neurons.inspection``.
+This module is the artifact only. Sets are made from statistics by ``lape_eval.neurons.identify``,
+found by name among the shipped sets by ``lape_eval.neurons.shipped``, converted from and to the
+reference code's activation masks by ``lape_eval.neurons.reference_masks`` and tabulated by
+``lape_eval.neurons.inspection``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,6 @@ NEURON_SET_FORMAT = "lape-eval/neuron-set"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _HASH_PREFIX = "sha256:"
-
-
-# --------------------------------------------------------------------------------------------------
-# The artifact
 
 
 @dataclass
@@ -59,26 +55,6 @@ class NeuronSet:
     selected: torch.Tensor  # sorted union of all flat indices, int64
     means_table: torch.Tensor | None  # float32 [K, len(selected)], rows in `languages` order
     info: dict = field(default_factory=dict)  # "model", "selection", "statistics", "provenance" (JSON)
-
-    # ---- construction ----------------------------------------------------------------------------
-
-    @classmethod
-    def from_selection(cls, selection, statistics, created_by: dict | None = None) -> "NeuronSet":
-        """Build from a :class:`lape_eval.neurons.selection.Selection` and the :class:`StatisticsTable` it came from."""
-        identity = statistics.identity
-        num_layers, width = identity.num_layers, identity.width
-        if any(len(per_layer) != num_layers for per_layer in selection.indices):
-            raise LapeEvalError(f"The selection does not have {num_layers} layers like its statistics.")
-        flat = {lang: _flatten(per_layer, width) for lang, per_layer in zip(selection.languages, selection.indices)}
-        selected = selection.selected.to(torch.int64)
-        means, model_info, statistics_info = _from_statistics(statistics, list(selection.languages), selected)
-        info = {
-            "model": model_info,
-            "selection": {"method": "LAPE", "top_rate": selection.top_rate, **asdict(selection.thresholds)},
-            "statistics": statistics_info,
-            "provenance": {"tool_version": __version__, "created_by": created_by},
-        }
-        return cls(list(selection.languages), num_layers, width, flat, selected, means, info)
 
     # ---- what steering needs -----------------------------------------------------------------------
 
@@ -134,10 +110,10 @@ class NeuronSet:
         The thresholds stay those of the full language set (a subset of a selection is not the
         selection of a subset, spec §10 pitfall 7); the metadata records the original languages.
         """
-        languages = _unique_codes(languages)
-        rows = _rows(self.languages, languages, "neuron set")
+        languages = language_list(languages)
+        rows = language_rows(self.languages, languages, "neuron set")
         flat = {lang: self.flat[lang] for lang in languages}
-        selected = _union(flat.values())
+        selected = union_of(flat.values())
         means = None
         if self.has_means:
             means = self.means_table[rows][:, torch.searchsorted(self.selected, selected)]
@@ -227,8 +203,8 @@ class NeuronSet:
         if not self.has_means:
             raise LapeEvalError(
                 "This neuron set has no mean activations (it was imported from the reference format without "
-                "statistics), so additive, replacement and diffmean steering cannot use it. Re-import it with "
-                "--stats, or use deactivation."
+                "statistics), so additive, replacement and diffmean steering cannot use it. Re-import it together "
+                "with statistics of the same model, or use deactivation."
             )
         return self.means_table[:, torch.searchsorted(self.selected, self.flat_indices(lang))]
 
@@ -269,7 +245,7 @@ def _validate(neuron_set: NeuronSet, path: Path, expected_tensors: set[str] | No
             fail(f"'{name}' must be a 1-D int64 tensor, not {tensor.dtype} {tuple(tensor.shape)}")
         if tensor.numel() and (tensor[0] < 0 or tensor[-1] >= total or bool((tensor[1:] <= tensor[:-1]).any())):
             fail(f"'{name}' is not sorted, unique and within 0..{total - 1}")
-    if not torch.equal(ns.selected, _union(ns.flat.values())):
+    if not torch.equal(ns.selected, union_of(ns.flat.values())):
         fail("'selected' is not the union of the languages' indices")
     if ns.has_means and (ns.means_table.dtype != torch.float32
                          or tuple(ns.means_table.shape) != (len(ns.languages), ns.selected.numel())):
@@ -277,40 +253,29 @@ def _validate(neuron_set: NeuronSet, path: Path, expected_tensors: set[str] | No
              f"not {ns.means_table.dtype} {tuple(ns.means_table.shape)}")
 
 
-def _from_statistics(statistics, languages: list[str], selected: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
-    """μ of ``languages`` at the ``selected`` flat indices ([K, N] float32), and the metadata of the
-    model and corpus, from a :class:`lape_eval.neurons.stats.StatisticsTable`."""
-    identity = statistics.identity
-    rows = _rows(statistics.languages, languages, "statistics")
-    # Index the sums before dividing: a full [K, L, I] mean table would be large for 8B models.
-    sums = statistics.activation_sums[rows].reshape(len(rows), -1)[:, selected]
-    means = (sums / statistics.tokens[rows].clamp(min=1).view(-1, 1).double()).float()
-    model = {"id": identity.model, "revision": identity.revision, "model_type": identity.model_type,
-             "activation_point": identity.activation_point}
-    corpus = {"corpus": identity.corpus, "seq_len": identity.seq_len, "bos_token_id": identity.bos_token_id,
-              "max_tokens": identity.max_tokens,
-              "tokens_per_language": {lang: int(statistics.tokens[r]) for lang, r in zip(languages, rows)}}
-    return means, model, corpus
-
-
-def _flatten(per_layer: list[torch.Tensor], width: int) -> torch.Tensor:
+def flatten_layers(per_layer: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Per-layer neuron indices -> flat indices ``layer * width + neuron`` (in the given order)."""
     parts = [layer * width + idx.to(torch.int64) for layer, idx in enumerate(per_layer)]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
 
 
-def _union(tensors) -> torch.Tensor:
+def union_of(tensors) -> torch.Tensor:
+    """The sorted union of int64 flat-index tensors (an empty int64 tensor for none)."""
     tensors = list(tensors)
     return torch.unique(torch.cat(tensors)) if tensors else torch.zeros(0, dtype=torch.int64)  # sorted
 
 
-def _rows(available: list[str], wanted: list[str], what: str) -> list[int]:
+def language_rows(available: list[str], wanted: list[str], what: str) -> list[int]:
+    """Positions of ``wanted`` in ``available``; a missing language is an error naming ``what`` holds."""
     missing = [lang for lang in wanted if lang not in available]
     if missing:
         raise LapeEvalError(f"Language(s) {', '.join(missing)} not in the {what} (it has: {', '.join(available)}).")
     return [available.index(lang) for lang in wanted]
 
 
-def _unique_codes(languages) -> list[str]:
+def language_list(languages) -> list[str]:
+    """A non-empty list of distinct codes from a list or a comma/space-separated string (not checked
+    against the language registry: a set may hold any codes its statistics had)."""
     languages = languages.replace(",", " ").split() if isinstance(languages, str) else list(languages)
     duplicates = sorted({code for code in languages if languages.count(code) > 1})
     if duplicates:
@@ -328,108 +293,3 @@ def _shape_of(target) -> tuple[int, int]:
     from lape_eval.arch import resolve
 
     return resolve(target).shape
-
-
-# --------------------------------------------------------------------------------------------------
-# Identification (the `identify` command): statistics -> one set per top rate
-
-
-def parse_top_rates(text: str) -> list[float]:
-    """``"0.01,0.02"`` -> [0.01, 0.02]; each rate a fraction in (0, 1)."""
-    rates: list[float] = []
-    for item in text.replace(",", " ").split():
-        try:
-            rate = float(item)
-        except ValueError:
-            raise LapeEvalError(f"--top-rates: {item!r} is not a number; give fractions such as 0.01,0.05.") from None
-        if not 0 < rate < 1:
-            hint = f" (for {item} % write {rate / 100:g})" if 1 <= rate < 100 else ""
-            raise LapeEvalError(
-                f"--top-rates: {item} is not in the open interval (0, 1); a top rate is the fraction of all "
-                f"neurons to keep, e.g. 0.01 for 1 %{hint}."
-            )
-        if rate not in rates:
-            rates.append(rate)
-    if not rates:
-        raise LapeEvalError("--top-rates is empty; give at least one fraction, e.g. 0.01.")
-    if len({rate_label(rate) for rate in rates}) != len(rates):
-        raise LapeEvalError(f"--top-rates {text}: two rates would get the same file name; use rates that differ more.")
-    return rates
-
-
-def rate_label(rate: float) -> str:
-    """0.01 -> '1pct', 0.025 -> '2.5pct' (used in file names)."""
-    return f"{rate * 100:.10g}pct"
-
-
-def set_file_name(name: str, rate: float) -> str:
-    return f"{name}-{rate_label(rate)}{SUFFIX}"
-
-
-def default_set_name(model: str, corpus: str) -> str:
-    """``<model>-<corpus>``, e.g. ``gemma-3-270m-gguf-udhr`` (the corpus only when it is a plain word)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name).strip("-.") or "neurons"
-    return f"{stem}-{corpus}" if re.fullmatch(r"[A-Za-z0-9_-]+", corpus) else stem
-
-
-def identify_neuron_sets(
-    statistics_dirs: list[Path], top_rates: list[float], languages: list[str] | None = None,
-    filter_quantile: float = 0.95, activation_bar_quantile: float = 0.95, created_by: dict | None = None,
-) -> dict[float, NeuronSet]:
-    """Load statistics, run LAPE selection (lape.py) for every rate, wrap each result as a NeuronSet."""
-    from lape_eval.neurons.selection import select_language_neurons
-    from lape_eval.neurons.stats import load_statistics
-
-    for name, value in (("--filter-quantile", filter_quantile), ("--activation-bar-quantile", activation_bar_quantile)):
-        if not 0 < value < 1:
-            raise LapeEvalError(f"{name} must be in the open interval (0, 1); got {value}.")
-    table = load_statistics(list(statistics_dirs), languages)
-    total = table.identity.num_layers * table.identity.width
-    for rate in top_rates:
-        if round(rate * total) == 0:
-            raise LapeEvalError(
-                f"--top-rates {rate} keeps round({rate} × {total}) = 0 of the {table.identity.num_layers} × "
-                f"{table.identity.width} neurons of this model; give a larger rate."
-            )
-    try:
-        selections = select_language_neurons(
-            table.positive_counts, table.tokens, table.languages, top_rates,
-            filter_quantile=filter_quantile, activation_bar_quantile=activation_bar_quantile,
-        )
-    except ValueError as error:  # inconsistent statistics files
-        raise LapeEvalError(f"Cannot select neurons from these statistics: {error}.") from None
-    return {rate: NeuronSet.from_selection(selection, table, created_by)
-            for rate, selection in selections.items()}
-
-
-# --------------------------------------------------------------------------------------------------
-# Shipped sets
-
-
-def shipped_neuron_sets() -> dict[str, Path]:
-    """Name -> file of the sets shipped in ``neuron_sets/`` (package ``lape_eval.neuron_sets``)."""
-    from lape_eval.resources import shipped_folder
-
-    folder = shipped_folder("neuron_sets")
-    files = sorted(folder.glob(f"*{SUFFIX}")) if folder is not None else []
-    return {path.name[: -len(SUFFIX)]: path for path in files}
-
-
-def neuron_set_path(name_or_path: str | Path) -> Path:
-    """A set file path, or the file of a shipped set named ``name_or_path`` (with or without suffix)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = shipped_neuron_sets()
-    name = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
-    if str(name_or_path) in (name, path.name) and name in shipped:
-        return shipped[name]
-    raise LapeEvalError(
-        f"No neuron set {str(name_or_path)!r}: it is not a file, nor the name of a shipped set "
-        f"(shipped: {', '.join(sorted(shipped)) or 'none'})."
-    )
-
-
-def resolve_neuron_set(name_or_path: str | Path) -> NeuronSet:
-    """Load a set from a path or by the name of a shipped set (e.g. ``gemma-3-270m-udhr-1pct``)."""
-    return NeuronSet.load(neuron_set_path(name_or_path))

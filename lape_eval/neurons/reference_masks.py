@@ -14,8 +14,8 @@ from lape_eval import __version__
 from lape_eval.arch import ACTIVATION_POINT
 from lape_eval.files import atomic_path
 from lape_eval.errors import LapeEvalError
-from lape_eval.neurons.neuron_set import NeuronSet, _flatten, _from_statistics, _union, _unique_codes
-
+from lape_eval.neurons.identify import mean_activations_at, statistics_info_of
+from lape_eval.neurons.neuron_set import NeuronSet, flatten_layers, language_list, union_of
 
 
 def export_reference_masks(neuron_set: NeuronSet, path: Path | str) -> Path:
@@ -37,7 +37,7 @@ def import_reference_masks(
     which also fills the means) or ``width``. Without statistics the set has no means.
     """
     path = Path(path)
-    languages = _unique_codes(languages)
+    languages = language_list(languages)
     masks = _load_reference_list(path)
     if len(masks) != len(languages):
         raise LapeEvalError(
@@ -54,8 +54,8 @@ def import_reference_masks(
                                     f"outside 0..{width - 1} for width {width}.")
             if torch.unique(idx).numel() != idx.numel():
                 raise LapeEvalError(f"{path}: language '{lang}', layer {layer} lists a neuron more than once.")
-        flat[lang] = torch.sort(_flatten(per_layer, width)).values
-    selected = _union(flat.values())
+        flat[lang] = torch.sort(flatten_layers(per_layer, width)).values
+    selected = union_of(flat.values())
     info = {
         "model": {"id": model, "revision": None, "model_type": None, "activation_point": ACTIVATION_POINT},
         "selection": {"method": "LAPE", "top_rate": top_rate, "filter_quantile": None,
@@ -67,7 +67,8 @@ def import_reference_masks(
     }
     means = None
     if statistics is not None:
-        means, info["model"], info["statistics"] = _from_statistics(statistics, languages, selected)
+        means = mean_activations_at(statistics, languages, selected)
+        info["model"], info["statistics"] = statistics_info_of(statistics, languages)
         info["model"]["id"] = model or info["model"]["id"]
     return NeuronSet(languages, num_layers, width, flat, selected, means, info)
 
@@ -106,7 +107,7 @@ def _reference_shape(path: Path, masks, width: int | None, statistics) -> tuple[
     if statistics is not None:
         identity = statistics.identity
         if width is not None and width != identity.width:
-            raise LapeEvalError(f"--width {width} differs from the statistics' width {identity.width}.")
+            raise LapeEvalError(f"The given width {width} differs from the statistics' width {identity.width}.")
         if num_layers != identity.num_layers:
             raise LapeEvalError(
                 f"{path} has masks for {num_layers} layers; the statistics are for {identity.num_layers} layers "
@@ -115,11 +116,11 @@ def _reference_shape(path: Path, masks, width: int | None, statistics) -> tuple[
         return identity.width, num_layers
     if width is None:
         raise LapeEvalError(
-            "The reference mask format does not record the MLP width (intermediate size): give --width, or "
-            "--stats (which also provides the mean activations steering needs)."
+            "The reference mask format does not record the MLP width (intermediate size): give the width, or "
+            "statistics of the model (which also provide the mean activations steering needs)."
         )
     if width < 1:
-        raise LapeEvalError(f"--width must be positive (got {width}).")
+        raise LapeEvalError(f"The width must be positive (got {width}).")
     return width, num_layers
 
 

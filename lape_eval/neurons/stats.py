@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -26,36 +26,15 @@ import torch
 
 from lape_eval import __version__
 from lape_eval.arch import ACTIVATION_POINT, NeuronSites, resolve, unwrap_model
-from lape_eval.files import load_tensors, read_json, save_tensors, write_json
-from lape_eval.neurons.corpus import CorpusSpec, make_batch, packed_sequences, pad_token_id, token_stream
 from lape_eval.distributed import Distributed
 from lape_eval.errors import LapeEvalError
-from lape_eval.languages import parse_languages
+from lape_eval.files import load_tensors, save_tensors
+from lape_eval.languages import PAPER_LANGUAGES, parse_languages
+from lape_eval.neurons.corpus import (CorpusSpec, bos_token_to_prepend, make_batch, packed_sequences, pad_token_id,
+                                      token_stream)
+from lape_eval.neurons.manifest import MANIFEST, STATS_FORMAT, CollectionIdentity, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
-
-STATS_FORMAT = "lape-eval/activation-statistics/v1"
-MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class CollectionIdentity:
-    """What a collection folder's statistics were computed from; resuming requires the same."""
-
-    model: str
-    revision: str | None
-    model_type: str
-    num_layers: int
-    width: int
-    activation_point: str
-    corpus: str
-    seq_len: int
-    bos_token_id: int | None
-    max_tokens: int | None
-
-    def differences(self, other: "CollectionIdentity") -> list[str]:
-        mine, theirs = asdict(self), asdict(other)
-        return [f"{key}: {theirs[key]!r} there, {mine[key]!r} now" for key in mine if mine[key] != theirs[key]]
 
 
 @dataclass
@@ -203,12 +182,33 @@ class CollectSettings:
     checkpoint_every: int = 20  # steps between partial checkpoints
     progress: bool = True
 
+    def check(self, languages: list[str]) -> None:
+        """Refuse impossible settings, and a corpus that cannot give every language's text, before
+        any model work or file is written."""
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise LapeEvalError(f"The token budget per language must be positive (got {self.max_tokens}).")
+        if self.batch_size < 1:
+            raise LapeEvalError(f"The batch size must be at least 1 (got {self.batch_size}).")
+        if self.seq_len < 2:
+            raise LapeEvalError(f"The sequence length must be at least 2 tokens (got {self.seq_len}).")
+        if self.checkpoint_every < 1:
+            raise LapeEvalError(f"Checkpoints must be at least one step apart (got {self.checkpoint_every}).")
+        self.corpus.check(languages)
+
 
 class StatisticsFolder:
-    """A collection folder on disk."""
+    """A collection folder on disk: ``manifest.json``, ``<lang>.safetensors`` per finished language and
+    ``<lang>.partial.safetensors`` checkpoints.
+
+    :meth:`claim` only checks; the manifest is written together with the folder's first statistics
+    file. A run that fails before it has counted anything (a bad corpus, a model that does not load)
+    therefore leaves no manifest that would refuse the next, corrected run; a manifest without any
+    statistics file (left by older versions) is likewise replaced by the next claim.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._manifest_to_write: CollectionIdentity | None = None
 
     def final_file(self, lang: str) -> Path:
         return self.path / f"{lang}.safetensors"
@@ -217,41 +217,43 @@ class StatisticsFolder:
         return self.path / f"{lang}.partial.safetensors"
 
     def identity(self) -> CollectionIdentity | None:
-        manifest = self.path / MANIFEST
-        if not manifest.exists():
-            return None
-        data = read_json(manifest, "statistics manifest")
-        if data.get("format") != STATS_FORMAT:
+        return read_manifest(self.path)
+
+    def holds_statistics(self) -> bool:
+        """Whether any finished or partial statistics file is in the folder."""
+        return any(self.path.glob("*.safetensors"))
+
+    def check_usable(self) -> CollectionIdentity | None:
+        """Read-only: refuse a path that cannot be a statistics folder; return its manifest's identity."""
+        if self.path.exists() and not self.path.is_dir():
+            raise LapeEvalError(f"The output folder {self.path} is a file. Choose a new or empty folder.")
+        existing = self.identity()
+        if existing is None and self.holds_statistics():
             raise LapeEvalError(
-                f"{manifest} is not a lape-eval statistics manifest (format {data.get('format')!r})."
+                f"The output folder {self.path} holds .safetensors files but no {MANIFEST}: it is not "
+                "a lape-eval statistics folder. Choose an empty or new output folder."
             )
-        return CollectionIdentity(**data["identity"])
+        return existing
 
     def claim(self, identity: CollectionIdentity) -> None:
-        """Use this folder for ``identity``; refuse a folder that holds another model's statistics."""
-        existing = self.identity()
-        if existing is None:
-            if self.path.exists() and any(self.path.glob("*.safetensors")):
+        """Use this folder for ``identity``; refuse a folder that holds another setup's statistics."""
+        existing = self.check_usable()
+        if existing is not None and self.holds_statistics():
+            differences = identity.differences(existing)
+            if differences:
                 raise LapeEvalError(
-                    f"The output folder {self.path} holds .safetensors files but no {MANIFEST}: it is not "
-                    "a lape-eval statistics folder. Choose an empty or new folder with --out."
+                    f"The output folder {self.path} holds statistics made with other settings "
+                    f"({'; '.join(differences)}). Mixing them would make the statistics meaningless: choose "
+                    "another output folder, or delete this one to start over."
                 )
-            write_json(self.path / MANIFEST, {"format": STATS_FORMAT, "tool_version": __version__,
-                                              "identity": asdict(identity)})
-            return
-        differences = identity.differences(existing)
-        if differences:
-            raise LapeEvalError(
-                f"The output folder {self.path} holds statistics made with other settings "
-                f"({'; '.join(differences)}). Mixing them would make the statistics meaningless: choose "
-                "another --out folder, or delete this one to start over."
-            )
+        self._manifest_to_write = None if existing == identity else identity
 
     def finished_languages(self) -> list[str]:
         return sorted(p.name[: -len(".safetensors")] for p in self.path.glob("*.safetensors")
                       if not p.name.endswith(".partial.safetensors"))
 
     def save_language(self, stats: LanguageStats, extra: dict) -> None:
+        self._write_claimed_manifest()
         save_tensors(
             self.final_file(stats.language),
             {"positive_counts": stats.positive_counts, "activation_sums": stats.activation_sums},
@@ -263,6 +265,26 @@ class StatisticsFolder:
         if meta.get("format") != STATS_FORMAT or meta.get("language") != lang:
             raise LapeEvalError(f"{self.final_file(lang)} is not the statistics of language '{lang}'.")
         return LanguageStats(lang, int(meta["tokens"]), tensors["positive_counts"], tensors["activation_sums"])
+
+    def save_partial(self, lang: str, state: list[torch.Tensor], sequences_done: int) -> None:
+        """A resumable checkpoint: the accumulators (counts, sums, tokens) after ``sequences_done`` sequences."""
+        self._write_claimed_manifest()
+        counts, sums, tokens = state
+        save_tensors(self.partial_file(lang), {"positive_counts": counts, "activation_sums": sums, "tokens": tokens},
+                     {"format": STATS_FORMAT, "sequences_done": sequences_done})
+
+    def load_partial(self, lang: str) -> tuple[list[torch.Tensor], int] | None:
+        """The checkpoint's accumulators and sequence count, or None when there is no checkpoint."""
+        path = self.partial_file(lang)
+        if not path.exists():
+            return None
+        tensors, meta = load_tensors(path, "partial statistics checkpoint")
+        return [tensors[name] for name in ("positive_counts", "activation_sums", "tokens")], int(meta["sequences_done"])
+
+    def _write_claimed_manifest(self) -> None:
+        if self._manifest_to_write is not None:
+            write_manifest(self.path, self._manifest_to_write)
+            self._manifest_to_write = None
 
 
 def collect(
@@ -277,13 +299,8 @@ def collect(
 ) -> dict[str, LanguageStats]:
     """Collect statistics for each language into ``out_dir`` (resuming whatever is there)."""
     languages = parse_languages(languages)
-    if settings.max_tokens is not None and settings.max_tokens <= 0:
-        raise LapeEvalError(f"--max-tokens must be positive (got {settings.max_tokens}).")
-    if settings.batch_size < 1:
-        raise LapeEvalError(f"--batch-size must be at least 1 (got {settings.batch_size}).")
+    settings.check(languages)
     sites = resolve(model)
-    from lape_eval.neurons.corpus import bos_token_to_prepend
-
     bos_id = bos_token_to_prepend(tokenizer, settings.add_bos)
     identity = CollectionIdentity(
         model=model_name, revision=revision, model_type=sites.model_type,
@@ -313,7 +330,7 @@ def _collect_language(model, sites, tokenizer, lang, folder, settings, bos_id, d
     device = next(model.parameters()).device
     decoder = unwrap_model(model).base_model  # the LM head is not needed for MLP statistics
     recorder = ActivationRecorder(sites, device)
-    done = _resume(recorder, folder.partial_file(lang), dist)
+    done = _resume(recorder, folder, lang, dist)
     sequences = packed_sequences(
         token_stream(settings.corpus.documents(lang), tokenizer, settings.max_tokens),
         seq_len=settings.seq_len, bos_id=bos_id,
@@ -338,44 +355,50 @@ def _collect_language(model, sites, tokenizer, lang, folder, settings, bos_id, d
             step += 1
             bar.update(sum(len(s) for s in group))
             if step % settings.checkpoint_every == 0:
-                _checkpoint(recorder, folder.partial_file(lang), done, dist)
+                _checkpoint(recorder, folder, lang, done, dist)
     bar.close()
     _reduce_to_main(recorder, dist)
     if dist.rank == 0:
-        tokens = int(recorder.tokens)
-        if tokens == 0:
-            raise LapeEvalError(f"The corpus for language '{lang}' produced no tokens: check that it holds text.")
-        if settings.max_tokens is not None and tokens < settings.max_tokens:
-            warnings.warn(
-                f"Language '{lang}': the corpus holds only {tokens:,} tokens, fewer than the "
-                f"{settings.max_tokens:,} asked for; the statistics use (and record) {tokens:,}.",
-                stacklevel=2,
-            )
-        stats = LanguageStats(lang, tokens, recorder.positive_counts.cpu(), recorder.activation_sums.cpu())
-        folder.save_language(stats, {"tokens_requested": settings.max_tokens, "sequences": done,
-                                     "tool_version": __version__})
-        folder.partial_file(lang).unlink(missing_ok=True)
+        _save_language(recorder, folder, lang, settings, done)
 
 
-def _checkpoint(recorder: ActivationRecorder, path: Path, sequences_done: int, dist: Distributed) -> None:
+def _save_language(recorder: ActivationRecorder, folder: StatisticsFolder, lang: str, settings: CollectSettings,
+                   sequences: int) -> None:
+    """Write a finished language's statistics (rank 0, after the reduction) and drop its checkpoint."""
+    tokens = int(recorder.tokens)
+    if tokens == 0:
+        raise LapeEvalError(f"The corpus for language '{lang}' produced no tokens: check that it holds text.")
+    if settings.max_tokens is not None and tokens < settings.max_tokens:
+        warnings.warn(
+            f"Language '{lang}': the corpus holds only {tokens:,} tokens, fewer than the "
+            f"{settings.max_tokens:,} asked for; the statistics use (and record) {tokens:,}.",
+            stacklevel=3,
+        )
+    stats = LanguageStats(lang, tokens, recorder.positive_counts.cpu(), recorder.activation_sums.cpu())
+    folder.save_language(stats, {"tokens_requested": settings.max_tokens, "sequences": sequences,
+                                 "tool_version": __version__})
+    folder.partial_file(lang).unlink(missing_ok=True)
+
+
+def _checkpoint(recorder: ActivationRecorder, folder: StatisticsFolder, lang: str, sequences_done: int,
+                dist: Distributed) -> None:
     _reduce_to_main(recorder, dist)
     if dist.rank == 0:
-        counts, sums, tokens = recorder.state()
-        save_tensors(path, {"positive_counts": counts, "activation_sums": sums, "tokens": tokens},
-                     {"format": STATS_FORMAT, "sequences_done": sequences_done})
+        folder.save_partial(lang, recorder.state(), sequences_done)
     dist.barrier()
 
 
-def _resume(recorder: ActivationRecorder, path: Path, dist: Distributed) -> int:
+def _resume(recorder: ActivationRecorder, folder: StatisticsFolder, lang: str, dist: Distributed) -> int:
     """Load a partial checkpoint into rank 0's accumulators; return the sequences it covers."""
-    if not path.exists():
+    checkpoint = folder.load_partial(lang)
+    if checkpoint is None:
         return 0
-    tensors, meta = load_tensors(path, "partial statistics checkpoint")
+    state, sequences_done = checkpoint
     if dist.rank == 0:
-        for target, name in zip(recorder.state(), ("positive_counts", "activation_sums", "tokens")):
-            target.copy_(tensors[name])
-    log.info("resuming %s after %d sequences", path.name, meta["sequences_done"])
-    return int(meta["sequences_done"])
+        for target, value in zip(recorder.state(), state):
+            target.copy_(value)
+    log.info("resuming %s after %d sequences", folder.partial_file(lang).name, sequences_done)
+    return sequences_done
 
 
 @dataclass
@@ -414,7 +437,7 @@ def load_statistics(folders: list[Path] | Path, languages: list[str] | str | Non
     if missing:
         raise LapeEvalError(
             f"No statistics for {', '.join(missing)} in {', '.join(map(str, folders))} (found: "
-            f"{', '.join(sorted(available)) or 'none'}). Run `lape-eval collect --languages {','.join(missing)}` first."
+            f"{', '.join(sorted(available)) or 'none'}). Collect statistics for them first (`lape-eval collect` with these languages)."
         )
     stats = [available[lang].load_language(lang) for lang in wanted]
     for one in stats:
@@ -430,6 +453,4 @@ def load_statistics(folders: list[Path] | Path, languages: list[str] | str | Non
 
 
 def _paper_order(lang: str) -> tuple[int, str]:
-    from lape_eval.languages import PAPER_LANGUAGES
-
     return (PAPER_LANGUAGES.index(lang), lang) if lang in PAPER_LANGUAGES else (len(PAPER_LANGUAGES), lang)

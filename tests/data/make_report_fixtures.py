@@ -69,7 +69,7 @@ def _neuron_set(work: Path, out: Path) -> None:
     """collect + identify on the tiny model, as `lape-eval collect` / `identify` do."""
     from lape_eval.neurons.corpus import CorpusSpec
     from lape_eval.models import load_model
-    from lape_eval.neurons.neuron_set import identify_neuron_sets
+    from lape_eval.neurons.identify import identify_neuron_sets
     from lape_eval.neurons.stats import CollectSettings, collect
 
     with _inside(work):

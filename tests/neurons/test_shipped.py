@@ -1,13 +1,16 @@
-"""The neuron sets shipped in neuron_sets/ (Gemma-3-270M on the bundled UDHR): sizes and the
-qualitative findings of the paper, checked against the files (see neuron_sets/README.md)."""
+"""Shipped neuron sets (lape_eval.neurons.shipped): lookup by name or path, and the sets shipped in
+neuron_sets/ (Gemma-3-270M on the bundled UDHR): sizes and the qualitative findings of the paper,
+checked against the files (see neuron_sets/README.md)."""
 
 from __future__ import annotations
 
 import pytest
 
+from lape_eval.errors import LapeEvalError
 from lape_eval.languages import PAPER_LANGUAGES, get_language
 from lape_eval.neurons.inspection import jaccard_matrix, upper_half_share
-from lape_eval.neurons.neuron_set import resolve_neuron_set, shipped_neuron_sets
+from lape_eval.neurons.shipped import neuron_set_path, resolve_neuron_set, shipped_neuron_sets
+from neuron_samples import hand_set
 
 RATES = {1: 0.01, 2: 0.02, 3: 0.03, 4: 0.04, 5: 0.05}
 
@@ -33,3 +36,16 @@ def test_default_set_shows_the_papers_qualitative_findings():
     overlap = jaccard_matrix(ns)
     index = ns.languages.index
     assert overlap[index("da"), index("no")] > overlap[index("en"), index("de")]
+
+
+def test_shipped_set_names_resolve(tmp_path, monkeypatch):
+    path = hand_set().save(tmp_path / "hand-1pct.safetensors")
+    (tmp_path / "README.md").write_text("not a set")
+    monkeypatch.setattr("lape_eval.resources.shipped_folder", lambda name: tmp_path if name == "neuron_sets" else None)
+    assert shipped_neuron_sets() == {"hand-1pct": path}
+    assert neuron_set_path("hand-1pct") == path
+    assert neuron_set_path("hand-1pct.safetensors") == path
+    assert resolve_neuron_set("hand-1pct").content_hash == hand_set().content_hash
+    assert resolve_neuron_set(str(path)).languages == ["en", "de", "ru"]
+    with pytest.raises(LapeEvalError, match=r"No neuron set 'nope'.*shipped: hand-1pct"):
+        neuron_set_path("nope")
