@@ -2,8 +2,10 @@
 """Write the per-task and group YAMLs of tasks/ (lm-eval task suite of lape-eval).
 
 The prompts, decoding settings and metrics live in the hand-written templates ``tasks/**/_*_yaml``
-and ``tasks/_translation_yaml``; the names, languages and metadata of every task and group come from
-``lape_eval/task_suite.py``. Run from the repository root after changing either::
+and ``tasks/_translation_yaml``, except the forcing template ``tasks/forcing/_forcing_yaml``, written
+from the forcing protocol of ``lape_eval/evaluation/forcing.py`` (shared with the calibration sweep);
+the names, languages and metadata of every task and group come from ``lape_eval/evaluation/suite.py``.
+Run from the repository root after changing any of them::
 
     python scripts/make_task_yamls.py            # rewrite tasks/ (stale generated files are removed)
     python scripts/make_task_yamls.py --check    # exit 1 if tasks/ is out of date (CI)
@@ -21,15 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lape_eval.evaluation.suite import GENERATED_HEADER, write_shipped_tasks  # noqa: E402
-
-
-def _generated(folder: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(folder)): path.read_text(encoding="utf-8")
-        for path in sorted(folder.glob("**/*.yaml"))
-        if path.read_text(encoding="utf-8").startswith(GENERATED_HEADER)
-    }
+from lape_eval.evaluation.suite import generated_files, write_shipped_tasks  # noqa: E402
 
 
 def main() -> int:
@@ -40,7 +34,7 @@ def main() -> int:
     if args.check:
         with tempfile.TemporaryDirectory() as scratch:
             write_shipped_tasks(Path(scratch))
-            expected, actual = _generated(Path(scratch)), _generated(args.tasks_dir)
+            expected, actual = generated_files(Path(scratch)), generated_files(args.tasks_dir)
         stale = sorted(set(expected) ^ set(actual) | {k for k in expected if actual.get(k) != expected[k]})
         if stale:
             print(f"{len(stale)} generated task files are out of date, e.g. {stale[:5]}; "
@@ -49,7 +43,7 @@ def main() -> int:
         print(f"{len(expected)} generated task files are up to date.")
         return 0
     written = write_shipped_tasks(args.tasks_dir)
-    print(f"wrote {len(written)} YAML files under {args.tasks_dir}")
+    print(f"wrote {len(written)} task files under {args.tasks_dir}")
     return 0
 
 

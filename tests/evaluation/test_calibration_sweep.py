@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import lape_eval.evaluation.calibration_sweep as calibration_module
@@ -113,3 +114,16 @@ def test_cli_refuses_a_method_without_alpha_before_loading_anything(tmp_path):
                                       "gemma-3-270m-udhr-1pct", "--targets", "de", "--alphas", "0.5,big",
                                       "--out", str(tmp_path / "c.json")])
     assert result.exit_code == 2 and "--alphas" in result.output and "Traceback" not in result.output
+
+
+def test_answers_follow_the_forcing_protocol():
+    model, tokenizer = build_model("llama"), build_tokenizer()
+    questions = calibration_questions()["de"][:2] + calibration_questions()["zh"][:1]
+    answers = generate_answers(model, tokenizer, questions, max_new_tokens=6, batch_size=1)
+    for question, answer in zip(questions, answers):
+        batch = tokenizer([f"Q: {question} \nA:"], return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(**batch, max_new_tokens=6, do_sample=False, repetition_penalty=1.1,
+                                    pad_token_id=tokenizer.pad_token_id)
+        text = tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert answer == text.split("\nQ:")[0].split("\nA:")[0].strip()

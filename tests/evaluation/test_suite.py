@@ -28,7 +28,7 @@ from lape_eval.errors import LapeEvalError
 from lape_eval.evaluation.lid import identify_language
 from lape_eval.resources import tasks_folder
 from lape_eval.evaluation.suite import (
-    GENERATED_HEADER, parse_task_name, shipped_groups, shipped_tasks, task_manager, write_shipped_tasks,
+    GENERATED_HEADER, generated_files, parse_task_name, shipped_groups, shipped_tasks, task_manager, write_shipped_tasks,
     write_task_yamls,
 )
 
@@ -73,6 +73,10 @@ def test_generated_yamls_are_up_to_date(tmp_path):
     actual = {p.relative_to(tasks_folder()).as_posix(): p.read_text(encoding="utf-8")
               for p in tasks_folder().glob("**/*.yaml") if p.read_text(encoding="utf-8").startswith(GENERATED_HEADER)}
     assert actual == expected, "run python scripts/make_task_yamls.py"
+    template = (tasks_folder() / "forcing" / "_forcing_yaml").read_text(encoding="utf-8")
+    assert template == (tmp_path / "forcing" / "_forcing_yaml").read_text(encoding="utf-8"), \
+        "run python scripts/make_task_yamls.py"
+    assert generated_files(tasks_folder()) == generated_files(tmp_path)
 
 
 def test_every_yaml_is_indexed_and_no_tag_is_registered(manager):
