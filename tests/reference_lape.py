@@ -30,28 +30,11 @@ def reference_selection(
     prob = [[[float(counts[k, l, i]) / float(tokens[k]) for i in range(width)]
              for l in range(num_layers)] for k in range(num_langs)]
 
-    # Steps 2-3: normalise over languages, NaN -> 0, entropy with log 0 := 0.
-    entropy = []  # flat over layer * width + neuron
-    for l in range(num_layers):
-        for i in range(width):
-            total = 0.0
-            for k in range(num_langs):
-                total += prob[k][l][i]
-            value = 0.0
-            for k in range(num_langs):
-                share = prob[k][l][i] / total if total > 0 else 0.0
-                if share > 0:
-                    value += share * math.log(share)
-            entropy.append(-value)
+    entropy = _entropy(prob, num_langs, num_layers, width)  # steps 2-3
 
     # Step 4: tau = k-th smallest of all probabilities (1-based, k = round(rate * N)).
     flat = sorted(prob[k][l][i] for k in range(num_langs) for l in range(num_layers) for i in range(width))
-
-    def kth(rate: float) -> float:
-        k = min(max(round(len(flat) * rate), 1), len(flat))
-        return flat[k - 1]
-
-    tau = kth(filter_rate)
+    tau = _kth(flat, filter_rate)
 
     unfiltered = list(entropy)
 
@@ -67,7 +50,7 @@ def reference_selection(
     kept = ranked[:count]
 
     # Step 7: assign each kept neuron to every language whose P exceeds the activation bar.
-    bar = kth(activation_bar_ratio)
+    bar = _kth(flat, activation_bar_ratio)
     indices = [[[] for _ in range(num_layers)] for _ in range(num_langs)]
     selected = set()
     for f in kept:
@@ -81,3 +64,26 @@ def reference_selection(
             per_layer.sort()
     return {"indices": indices, "selected": sorted(selected), "filter_threshold": tau, "activation_bar": bar,
             "entropy": unfiltered}
+
+
+def _entropy(prob, num_langs: int, num_layers: int, width: int) -> list[float]:
+    """Steps 2-3: normalise over languages, NaN -> 0, entropy with log 0 := 0 (flat over layer * width + neuron)."""
+    entropy = []
+    for l in range(num_layers):
+        for i in range(width):
+            total = 0.0
+            for k in range(num_langs):
+                total += prob[k][l][i]
+            value = 0.0
+            for k in range(num_langs):
+                share = prob[k][l][i] / total if total > 0 else 0.0
+                if share > 0:
+                    value += share * math.log(share)
+            entropy.append(-value)
+    return entropy
+
+
+def _kth(flat: list[float], rate: float) -> float:
+    """The k-th smallest of the sorted ``flat`` (1-based), k = round(rate * N) clamped to [1, N]."""
+    k = min(max(round(len(flat) * rate), 1), len(flat))
+    return flat[k - 1]

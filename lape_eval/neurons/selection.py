@@ -101,6 +101,15 @@ def _order_statistic(values: torch.Tensor, quantile: float) -> float:
     return values.kthvalue(k).values.item()
 
 
+def lape_thresholds(probabilities: torch.Tensor, filter_quantile: float,
+                    activation_bar_quantile: float) -> LapeThresholds:
+    """The filter threshold tau and the activation bar: order statistics of all probabilities P[k, l, i]."""
+    flat = probabilities.view(-1)
+    tau = _order_statistic(flat, filter_quantile)
+    bar = tau if activation_bar_quantile == filter_quantile else _order_statistic(flat, activation_bar_quantile)
+    return LapeThresholds(filter_quantile, activation_bar_quantile, tau, bar)
+
+
 def select_language_neurons(
     positive_counts: torch.Tensor,
     token_counts: torch.Tensor,
@@ -137,13 +146,8 @@ def select_language_neurons(
     probabilities = activation_probabilities(positive_counts, token_counts)
     lape = lape_entropy(probabilities)
 
-    flat_probabilities = probabilities.view(-1)
-    tau = _order_statistic(flat_probabilities, filter_quantile)
-    bar = (
-        tau if activation_bar_quantile == filter_quantile
-        else _order_statistic(flat_probabilities, activation_bar_quantile)
-    )
-    thresholds = LapeThresholds(filter_quantile, activation_bar_quantile, tau, bar)
+    thresholds = lape_thresholds(probabilities, filter_quantile, activation_bar_quantile)
+    tau, bar = thresholds.filter_threshold, thresholds.activation_bar
 
     # Neurons never above tau for any language are not specific to anything (spec §4.4 step 5).
     lape.masked_fill_(~(probabilities > tau).any(dim=0), float("inf"))

@@ -7,7 +7,8 @@ float64 whatever the model dtype (each batch is summed in float32 first, which i
 few thousand tokens and keeps the hook cheap).
 
 A collection folder holds ``manifest.json`` (the model, corpus and settings every file in it was
-made with) and one ``<lang>.safetensors`` per finished language. While a language is running, a
+made with: ``lape_eval.neurons.manifest``, written together with the folder's first statistics file)
+and one ``<lang>.safetensors`` per finished language. While a language is running, a
 ``<lang>.partial.safetensors`` checkpoint is written every ``checkpoint_every`` steps; a restarted
 run resumes from it, skipping exactly the sequences it already holds, so nothing is lost or counted
 twice. Under ``torch.distributed`` (``torchrun``/``accelerate launch``) each rank takes every

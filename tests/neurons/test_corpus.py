@@ -110,3 +110,47 @@ def test_hub_source_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(LapeEvalError, match="needs the internet"):
         list(CorpusSpec("culturax").documents("de"))
+
+
+class TestCheck:
+    """CorpusSpec.check: the same errors as reading, before any model work, reading little."""
+
+    @pytest.mark.parametrize(
+        "files, message",
+        [
+            ({"en.txt": "English."}, "No corpus file for language 'de'"),
+            ({"en.txt": "English.", "de.txt": "\n\n  \n"}, "is empty"),
+            ({"en.txt": "English.", "de.jsonl": '{"other": "x"}\n'}, "expected a JSON object with a 'text' field"),
+        ],
+    )
+    def test_unreadable_languages_are_refused(self, tmp_path, files, message):
+        for name, content in files.items():
+            (tmp_path / name).write_text(content, encoding="utf-8")
+        with pytest.raises(LapeEvalError, match=message):
+            CorpusSpec(str(tmp_path)).check(["en", "de"])
+
+    def test_only_the_first_document_is_read(self, tmp_path):
+        (tmp_path / "en.jsonl").write_text('{"text": "fine"}\nbroken line\n', encoding="utf-8")
+        CorpusSpec(str(tmp_path)).check(["en"])  # the broken second line is found when collecting
+        with pytest.raises(LapeEvalError, match="line 2"):
+            list(CorpusSpec(str(tmp_path)).documents("en"))
+
+    def test_bad_sources_and_languages(self):
+        with pytest.raises(LapeEvalError, match="Unknown corpus '/no/such/folder'"):
+            CorpusSpec("/no/such/folder").check(["en"])
+        with pytest.raises(LapeEvalError, match="Unknown UDHR split 'train'"):
+            CorpusSpec("udhr:train").check(["en"])
+        with pytest.raises(LapeEvalError, match="Unknown language code 'xx'"):
+            CorpusSpec("udhr").check(["en", "xx"])
+        CorpusSpec("udhr:heldout").check(["en", "bo", "zh"])
+
+    def test_hub_sources_are_not_opened(self, monkeypatch):
+        import datasets
+
+        def no_network(*args, **kwargs):
+            raise AssertionError("the check streamed the dataset")
+
+        monkeypatch.setattr(datasets, "load_dataset", no_network)
+        CorpusSpec("fineweb2").check(["de", "zh"])
+        with pytest.raises(LapeEvalError, match="Unknown language code 'xx'"):
+            CorpusSpec("culturax").check(["xx"])

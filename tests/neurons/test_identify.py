@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from lape_eval.arch import ACTIVATION_POINT
+from lape_eval.errors import LapeEvalError
 from lape_eval.neurons.corpus import CorpusSpec, token_stream
-from lape_eval.neurons.identify import neuron_set_from_selection
+from lape_eval.neurons.identify import (default_set_name, identify_neuron_sets, neuron_set_from_selection,
+                                        parse_top_rates, rate_label, set_file_name)
 from lape_eval.neurons.neuron_set import NeuronSet
 from lape_eval.neurons.selection import select_language_neurons
 from lape_eval.neurons.stats import CollectSettings, collect, load_statistics
@@ -156,3 +158,43 @@ class TestBadInput:
         loaded = NeuronSet.load(tmp_path / "sets" / "My-Model-udhr-2.5pct.safetensors")
         assert loaded.languages == ["ru", "en"]
         assert loaded.metadata["provenance"]["created_by"]["top_rates"] == [0.05, 0.025]
+
+
+class TestLibraryMessages:
+    """The library names values generically; only the command line names its options."""
+
+    @pytest.mark.parametrize("text, message", [
+        ("abc", "top rates: 'abc' is not a number"),
+        ("2", "top rates: 2 is not in the open interval (0, 1)"),
+        ("", "top rates is empty"),
+        ("0.01,0.0100000000001", "two rates would get the same file name"),
+    ])
+    def test_parse_top_rates(self, text, message):
+        with pytest.raises(LapeEvalError) as error:
+            parse_top_rates(text)
+        assert message in str(error.value) and "--" not in str(error.value)
+
+    def test_parse_top_rates_keeps_the_order_and_drops_repeats(self):
+        assert parse_top_rates("0.05, 0.01 0.05") == [0.05, 0.01]
+
+    @pytest.mark.parametrize("keyword, message", [
+        ({"filter_quantile": 1.5}, "The filter quantile must be in the open interval (0, 1); got 1.5"),
+        ({"activation_bar_quantile": 0.0}, "The activation-bar quantile must be in the open interval (0, 1)"),
+    ])
+    def test_quantiles(self, tmp_path, keyword, message):
+        folder = write_statistics(tmp_path / "a", synthetic_table(["en", "de"]))
+        with pytest.raises(LapeEvalError) as error:
+            identify_neuron_sets([folder], [0.05], **keyword)
+        assert message in str(error.value) and "--" not in str(error.value)
+
+    def test_a_rate_that_keeps_no_neuron(self, tmp_path):
+        folder = write_statistics(tmp_path / "a", synthetic_table(["en", "de"]))  # 2 layers x 96 = 192 neurons
+        with pytest.raises(LapeEvalError) as error:
+            identify_neuron_sets([folder], [0.002])
+        assert "The top rate 0.002 keeps round(0.002 × 192) = 0" in str(error.value) and "--" not in str(error.value)
+
+    def test_file_names(self):
+        assert [rate_label(r) for r in (0.01, 0.025, 0.1)] == ["1pct", "2.5pct", "10pct"]
+        assert set_file_name("gemma-udhr", 0.025) == "gemma-udhr-2.5pct.safetensors"
+        assert default_set_name("google/gemma-3-270m", "udhr") == "gemma-3-270m-udhr"
+        assert default_set_name("/models/My Model/", "udhr:identify") == "My-Model"

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lape_eval.arch import resolve
+from lape_eval.errors import LapeEvalError
 from lape_eval.neurons.corpus import CorpusSpec
 from lape_eval.neurons.stats import ActivationRecorder, CollectSettings, collect, load_statistics
 from tiny_models import build_model, build_tokenizer
@@ -131,6 +132,24 @@ def test_max_tokens_is_exact_and_a_short_corpus_warns(tmp_path, tiny_model_dir):
         short = _collect(model_dir, corpus, tmp_path / "short", max_tokens=10_000_000)
     assert all(s.tokens < 10_000_000 for s in short.values())
     assert load_statistics(tmp_path / "short").tokens.tolist() == [short[k].tokens for k in ("de", "ru", "en")]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"max_tokens": 0}, "The token budget per language must be positive (got 0)"),
+    ({"batch_size": 0}, "The batch size must be at least 1 (got 0)"),
+    ({"seq_len": 1}, "The sequence length must be at least 2 tokens (got 1)"),
+    ({"checkpoint_every": 0}, "Checkpoints must be at least one step apart (got 0)"),
+    ({"corpus": CorpusSpec("NO_SUCH_DIR")}, "Unknown corpus 'NO_SUCH_DIR'"),
+])
+def test_collect_checks_its_settings_before_writing_anything(tmp_path, changes, message):
+    settings = CollectSettings(CorpusSpec("udhr"), seq_len=64, max_tokens=50, progress=False)
+    for key, value in changes.items():
+        setattr(settings, key, value)
+    with pytest.raises(LapeEvalError) as error:
+        collect(build_model("llama"), build_tokenizer(), ["en"], tmp_path / "out", settings, model_name="tiny")
+    assert message in str(error.value) and "--" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
 
 
 def _cli(*args, env=None, **kwargs):
