@@ -5,12 +5,12 @@ lape_eval.evaluation.run) and prints.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from lape_eval.cli.group import cli
 from lape_eval.cli.options import model_options, split_names
+from lape_eval.evaluation.forcing import SHORT_MAX_NEW_TOKENS
+
 
 @cli.command()
 @model_options
@@ -24,7 +24,7 @@ from lape_eval.cli.options import model_options, split_names
 @click.option("--positions", default="all", show_default=True,
               help="Positions to try (comma-separated: all, prompt, generated, answer).")
 @click.option("--questions", "questions_per_source", type=int, default=None, help="Questions per source (default: all 8).")
-@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--max-new-tokens", type=int, default=SHORT_MAX_NEW_TOKENS, show_default=True)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
 def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_sets, targets, sources, alphas, methods,
               positions, questions_per_source, max_new_tokens, out_file):
@@ -67,21 +67,10 @@ def export_steered(neuron_set, model_name, spec, method, alpha, for_peft, trust_
 
     Use it with: lm_eval --model steered --model_args pretrained=MODEL,steer_path=OUT
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from lape_eval.steering.export import export_steered as write_steered
 
-    from lape_eval.models import resolve_pretrained
-    from lape_eval.neurons.shipped import resolve_neuron_set
-    from lape_eval.steering.export import save_steered
-    from lape_eval.steering.spec import parse_steer
-
-    parsed = parse_steer(spec, method=method, alpha=alpha)
-    ns = resolve_neuron_set(neuron_set)
-    config = AutoConfig.from_pretrained(resolve_pretrained(model_name), trust_remote_code=trust_remote_code)
-    with torch.device("meta"):  # names and shapes only: no weights are loaded
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    prefix = f"model.{model.base_model_prefix}." if for_peft else ""
-    save_steered(model, ns, parsed, out_file, hookpoint_prefix=prefix)
+    write_steered(neuron_set, model_name, spec, out=out_file, method=method, alpha=alpha, for_peft=for_peft,
+                  trust_remote_code=trust_remote_code)
     click.echo(f"wrote {out_file}: lm_eval --model steered --model_args pretrained={model_name},steer_path={out_file}")
 
 
@@ -94,31 +83,6 @@ def run(lm_eval_args):
     --include_path (merged with yours if you give one). FLORES / UDHR translation pairs that
     tasks/ does not ship (e.g. lape_udhr_translation_mt-ko) are written on demand.
     """
-    from lape_eval.evaluation.registration import register_lape_model
-    from lape_eval.resources import tasks_folder
-    from lape_eval.evaluation.suite import prepare_on_demand_tasks
+    from lape_eval.evaluation.run import run_lm_eval
 
-    on_demand = prepare_on_demand_tasks(list(lm_eval_args))  # unknown language codes fail here
-    import lm_eval.models  # noqa: F401  built-in models first, then ours (see _lm_eval_hook)
-    from lm_eval.__main__ import cli_evaluate
-
-    register_lape_model()
-    _add_task_folder(tasks_folder())
-    if on_demand is not None:
-        _add_task_folder(on_demand)
-    sys.argv = ["lm_eval", *lm_eval_args]
-    cli_evaluate()
-
-
-def _add_task_folder(folder) -> None:
-    """Make every TaskManager of this process also index ``folder`` (lm_eval's --include_path takes
-    one folder, and we must not take it away from the user)."""
-    from lm_eval.tasks import TaskManager
-
-    original = TaskManager.__init__
-
-    def __init__(self, *args, include_path=None, **kwargs):
-        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
-        original(self, *args, include_path=[str(folder), *paths], **kwargs)
-
-    TaskManager.__init__ = __init__
+    run_lm_eval(list(lm_eval_args))

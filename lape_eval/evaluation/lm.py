@@ -17,16 +17,20 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import CacheHook
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from lape_eval.adapters.delta import NeuronDelta
+from lape_eval.arch import resolve
 from lape_eval.errors import LapeEvalError
 from lape_eval.models import resolve_pretrained
-from lape_eval.steering.spec import SteerSpec, parse_steer
+from lape_eval.neurons.shipped import resolve_neuron_set
 from lape_eval.steering.hooks import SteeringHandle, compile_steer
+from lape_eval.steering.spec import SteerSpec, parse_steer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,50 @@ PER_DOCUMENT = "doc"
 DEFAULT_DOC_TEMPLATE = "-{source_lang} +{target_lang}"
 # Named templates: braces in --model_args make lm-eval try to parse the whole string as JSON.
 NAMED_DOC_TEMPLATES = {"swap": DEFAULT_DOC_TEMPLATE, "add_target": "+{target_lang}"}
+
+
+@dataclass(frozen=True)
+class LapeArguments:
+    """The ``lape`` model's own arguments, checked: what to steer with, and what to merge."""
+
+    steer_args: dict  # method, alpha, beta, deactivate_value, positions, language_alphas
+    per_document: bool  # steer=doc
+    doc_template: str
+    global_spec: SteerSpec  # the one spec of every request (identity with steer=doc)
+    neurons_source: str | None  # neurons= as given
+    neuron_set: object | None
+    neuron_delta: tuple[str, object] | None  # (path, NeuronDelta): a subnetwork fine-tune
+
+    @property
+    def steers(self) -> bool:
+        return self.per_document or not self.global_spec.is_identity
+
+
+def check_lape_arguments(*, neurons=None, steer=None, method="add", alpha=1.0, beta=1.0, deactivate_value=0.0,
+                         positions="all", language_alphas=None, doc_template=DEFAULT_DOC_TEMPLATE,
+                         neuron_delta=None, tp_plan=None) -> LapeArguments:
+    """Everything a user can get wrong in the ``lape`` model's arguments, checked without the model."""
+    steer_args = dict(method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
+                      positions=positions, language_alphas=language_alphas)
+    per_document = str(steer).strip().lower() == PER_DOCUMENT if steer is not None else False
+    global_spec = parse_steer(None if per_document else steer, **steer_args)
+    neuron_set = None if neurons is None else resolve_neuron_set(str(neurons))
+    arguments = LapeArguments(steer_args, per_document, NAMED_DOC_TEMPLATES.get(str(doc_template), str(doc_template)),
+                              global_spec, None if neurons is None else str(neurons), neuron_set,
+                              None if neuron_delta is None else (str(neuron_delta), NeuronDelta.load(str(neuron_delta))))
+    if neuron_set is None and arguments.steers:
+        raise LapeEvalError("steer= needs a neuron set: add neurons=PATH (or the name of a shipped set) "
+                            "to --model_args.")
+    if neuron_set is not None and not per_document:
+        compile_steer(global_spec, neuron_set)  # languages present, means available
+    if tp_plan is not None and arguments.steers:
+        raise LapeEvalError(
+            "Steering does not work with tensor parallelism (tp_plan=...): it splits every MLP's neurons "
+            "over the processes, and the neuron indices of a set refer to whole layers. Use "
+            "parallelize=True (whole layers per GPU) or data parallelism (accelerate launch -m lm_eval); "
+            "see docs/scale-out.md."
+        )
+    return arguments
 
 
 @register_model("lape")
@@ -54,77 +102,55 @@ class LapeLM(HFLM):
         **kwargs,
     ):
         # Everything a user can get wrong is checked before the (slow) model load.
-        self._steer_args = dict(method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
-                                positions=positions, language_alphas=language_alphas)
-        self._per_document = str(steer).strip().lower() == PER_DOCUMENT if steer is not None else False
-        self._doc_template = NAMED_DOC_TEMPLATES.get(str(doc_template), str(doc_template))
-        self._global_spec = parse_steer(None if self._per_document else steer, **self._steer_args)
-        self._neuron_set = None
-        self._neurons_source = None if neurons is None else str(neurons)
-        if neurons is not None:
-            from lape_eval.neurons.shipped import resolve_neuron_set
-
-            self._neuron_set = resolve_neuron_set(str(neurons))
-        if self._neuron_set is None and (self._per_document or not self._global_spec.is_identity):
-            raise LapeEvalError("steer= needs a neuron set: add neurons=PATH (or the name of a shipped set) "
-                                "to --model_args.")
-        if self._neuron_set is not None and not self._per_document:
-            compile_steer(self._global_spec, self._neuron_set)  # languages present, means available
-        if kwargs.get("tp_plan") is not None and (self._per_document or not self._global_spec.is_identity):
-            raise LapeEvalError(
-                "Steering does not work with tensor parallelism (tp_plan=...): it splits every MLP's neurons "
-                "over the processes, and the neuron indices of a set refer to whole layers. Use "
-                "parallelize=True (whole layers per GPU) or data parallelism (accelerate launch -m lm_eval); "
-                "see docs/scale-out.md."
-            )
-        self._neuron_delta = None  # a subnetwork fine-tune (lape-eval finetune), merged after loading
-        if neuron_delta is not None:
-            from lape_eval.adapters.delta import NeuronDelta
-
-            self._neuron_delta = (str(neuron_delta), NeuronDelta.load(str(neuron_delta)))
+        self._args = check_lape_arguments(
+            neurons=neurons, steer=steer, method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
+            positions=positions, language_alphas=language_alphas, doc_template=doc_template,
+            neuron_delta=neuron_delta, tp_plan=kwargs.get("tp_plan"))
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
-        if self._neuron_delta is not None:
-            self._neuron_delta[1].apply(self.model)
-        from lape_eval.arch import resolve
+        self._prepare_loaded_model()
+        log.info("lape: steer=%s neurons=%s", "doc" if self._args.per_document else self._args.global_spec,
+                 neurons)
 
-        self._sites = resolve(self.model) if self._neuron_set is not None else None
-        if self._neuron_set is not None:
-            self._neuron_set.check_model(self._sites)
+    def _prepare_loaded_model(self) -> None:
+        """Merge the neuron delta, find the neuron sites, and check what needs the loaded model."""
+        if self._args.neuron_delta is not None:
+            self._args.neuron_delta[1].apply(self.model)
+        self._sites = resolve(self.model) if self._args.neuron_set is not None else None
+        if self._args.neuron_set is not None:
+            self._args.neuron_set.check_model(self._sites)
         self._compiled: dict[str, object] = {}
-        if self._per_document and self.world_size > 1 and getattr(self, "batch_schedule", 1) != 1:
+        if self._args.per_document and self.world_size > 1 and getattr(self, "batch_schedule", 1) != 1:
             # HFLM re-detects auto:N batch sizes at request positions, and ranks hold groups of
             # different sizes: they would wait for each other's detections forever.
             raise LapeEvalError("steer=doc with data parallelism needs batch_size=auto or a number, not "
                                 f"auto:N (got auto:{self.batch_schedule:g}).")
-        log.info("lape: steer=%s neurons=%s", "doc" if self._per_document else self._global_spec,
-                 neurons)
 
     # --- which spec applies to which request ------------------------------------------------
 
     def _spec_for(self, request: Instance) -> SteerSpec:
-        if not self._per_document:
-            return self._global_spec
+        if not self._args.per_document:
+            return self._args.global_spec
         doc = request.doc or {}
         text = doc.get("steer")
         if text is None:
             try:
-                text = self._doc_template.format(**doc)
+                text = self._args.doc_template.format(**doc)
             except (KeyError, IndexError) as error:
                 raise LapeEvalError(
                     f"steer=doc: the document of task '{request.task_name}' has no field {error} needed by "
-                    f"doc_template={self._doc_template!r} (fields: {', '.join(sorted(doc))}). Give the "
+                    f"doc_template={self._args.doc_template!r} (fields: {', '.join(sorted(doc))}). Give the "
                     "documents a 'steer' field or set doc_template to use their fields."
                 ) from None
-        return parse_steer(text, **self._steer_args)
+        return parse_steer(text, **self._args.steer_args)
 
     def _handle_for(self, spec: SteerSpec) -> SteeringHandle | None:
         if spec.is_identity:
             return None
         key = repr(spec)
         if key not in self._compiled:
-            self._compiled[key] = compile_steer(spec, self._neuron_set, self._sites)
+            self._compiled[key] = compile_steer(spec, self._args.neuron_set, self._sites)
         return SteeringHandle(self.model, self._compiled[key], self._sites)
 
     def _grouped(self, requests: list[Instance], run, **kwargs):
@@ -137,7 +163,7 @@ class LapeLM(HFLM):
             groups[repr(spec)].append(position)
         results: list = [None] * len(requests)
         keys = list(groups)
-        if self._per_document and self.world_size > 1:
+        if self._args.per_document and self.world_size > 1:
             keys = self._keys_of_every_rank(keys)
         for key in keys:
             positions = groups.get(key)
@@ -200,16 +226,17 @@ class LapeLM(HFLM):
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
-        steer = {"per_document": self._per_document, **self._steer_args, **self._global_spec.describe()}
-        if self._per_document:
+        steer = {"per_document": self._args.per_document, **self._args.steer_args,
+                 **self._args.global_spec.describe()}
+        if self._args.per_document:
             steer["steer"] = PER_DOCUMENT
-            steer["doc_template"] = self._doc_template
-        if self._neuron_set is not None:
-            ns = self._neuron_set
-            steer["neuron_set"] = {"source": self._neurons_source, "content_hash": ns.content_hash,
+            steer["doc_template"] = self._args.doc_template
+        if self._args.neuron_set is not None:
+            ns = self._args.neuron_set
+            steer["neuron_set"] = {"source": self._args.neurons_source, "content_hash": ns.content_hash,
                                    "languages": ns.languages, "model": ns.info.get("model"),
                                    "selection": ns.info.get("selection")}
-        if self._neuron_delta is not None:
-            steer["neuron_delta"] = {"source": self._neuron_delta[0], **self._neuron_delta[1].describe()}
+        if self._args.neuron_delta is not None:
+            steer["neuron_delta"] = {"source": self._args.neuron_delta[0], **self._args.neuron_delta[1].describe()}
         info["lape"] = steer
         return info

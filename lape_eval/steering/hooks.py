@@ -1,30 +1,17 @@
-"""Language arithmetics on a live model: operators on the gated activation g of language neurons.
+"""Language arithmetics on a live model: steer specs compiled against a neuron set and applied by hooks.
 
-A steer spec reads like arithmetic on languages: ``"-en +de"`` deactivates English's neurons and
-activates German's. Each ``+`` term uses the spec's ``method``:
+A steer spec (:mod:`lape_eval.steering.spec`, where its language, operators and positions are
+described) is compiled against a neuron set into per-layer edits of the gated activation g: the
+indices of each language's neurons and the values that an edit sets (c, α·μ), adds (α·μ) or
+multiplies by (β). Deactivations come first, then activations in the order written, at every layer the set
+covers (method spec §1, §5).
 
-==========  ======================================================  =====================
-method      update on the neurons of the ``+`` language, per token  strength
-==========  ======================================================  =====================
-add         g ← g + α·μ(lang)                      (the paper)     ``alpha`` (≥ 0)
-multiply    g ← β·g                                                 ``beta``
-replace     g ← α·μ(lang)                     (Tang-style; α = 1)   ``alpha``
-diffmean    g ← g + α·(μ(lang) − mean of μ over the other languages) ``alpha``
-==========  ======================================================  =====================
-
-A ``-`` term sets the language's neurons to ``deactivate_value`` (c, default 0). Deactivations are
-applied first, then activations in the order written, at every layer the neuron set covers (method
-spec §1, §5). μ is the set's mean activation of those neurons on each language's corpus. A term can
-carry its own strength: ``"-en +zh:0.5"`` (α = 0.5 for zh; for ``-`` terms, the constant c), and
-``language_alphas`` gives per-language defaults (``"zh:0.5 de:1.5"``), e.g. from a calibration.
-
-``positions`` chooses the tokens that are edited: ``all`` (the paper), ``prompt`` (tokens of the
-input), ``generated`` (tokens produced by generation), ``answer`` (the tokens whose next-token
-prediction is the answer: the prompt's last token and the generated ones; with ``generated`` the first
-answer token is still predicted unsteered, which often starts the answer in the prompt's language).
-With the KV cache, the first forward pass of a generation holds the prompt and every later one a
-generated token; padding (known from the attention mask) is never edited. ``answer`` assumes left
-padding in the prompt pass (as generation uses), where the last position is every row's last token.
+A forward hook on each touched layer's activation module applies that layer's edits; a pre-hook on
+the decoder tells, per forward pass, which token positions may be edited. With the KV cache, the
+first forward pass of a generation holds the prompt and every later one a generated token, which is
+how ``positions`` tells prompt tokens from generated ones; padding (known from the attention mask)
+is never edited. ``answer`` assumes left padding in the prompt pass (as generation uses), where the
+last position is every row's last token.
 
 :func:`steer` applies a spec to any transformers causal LM and removes every hook on exit, even on
 an exception; weights are never touched. Given a list of specs, one per batch row, it steers each row

@@ -1,5 +1,31 @@
 """The steer-spec language: ``"-en +de:0.5"`` with its method, strengths and positions.
 
+A steer spec reads like arithmetic on languages: ``"-en +de"`` deactivates English's neurons and
+activates German's. Each ``+`` term uses the spec's ``method``, an operator on the gated activation
+g of the language's neurons:
+
+==========  ======================================================  =====================
+method      update on the neurons of the ``+`` language, per token  strength
+==========  ======================================================  =====================
+add         g ← g + α·μ(lang)                      (the paper)     ``alpha`` (≥ 0)
+multiply    g ← β·g                                                 ``beta``
+replace     g ← α·μ(lang)                     (Tang-style; α = 1)   ``alpha``
+diffmean    g ← g + α·(μ(lang) − mean of μ over the other languages) ``alpha``
+==========  ======================================================  =====================
+
+A ``-`` term sets the language's neurons to ``deactivate_value`` (c, default 0). Deactivations are
+applied first, then activations in the order written, at every layer the neuron set covers (method
+spec §1, §5). μ is the set's mean activation of those neurons on each language's corpus. A term can
+carry its own strength: ``"-en +zh:0.5"`` (α = 0.5 for zh; for ``-`` terms, the constant c), and
+``language_alphas`` gives per-language defaults (``"zh:0.5 de:1.5"``, a dict, or a JSON file: a
+calibration from ``lape-eval calibrate``, see :mod:`lape_eval.steering.calibration`, or a plain
+``{lang: α}`` object).
+
+``positions`` chooses the tokens that are edited: ``all`` (the paper), ``prompt`` (tokens of the
+input), ``generated`` (tokens produced by generation), ``answer`` (the tokens whose next-token
+prediction is the answer: the prompt's last token and the generated ones; with ``generated`` the first
+answer token is still predicted unsteered, which often starts the answer in the prompt's language).
+
 Parsing is string handling only (no torch import), so reports and plots can read the specs that
 runs recorded without loading a tensor library. :mod:`lape_eval.steering.hooks` compiles a spec
 against a neuron set and applies it to a model.

@@ -127,3 +127,33 @@ def test_answers_follow_the_forcing_protocol():
                                     pad_token_id=tokenizer.pad_token_id)
         text = tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         assert answer == text.split("\nQ:")[0].split("\nA:")[0].strip()
+
+
+def _no_model_load(*args, **kwargs):
+    raise AssertionError("the model was loaded before the inputs were checked")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"--targets": "de,xx"}, "Unknown language code 'xx'"),
+    ({"--targets": "zh"}, "no neurons for 'zh'"),
+    ({"--sources": "ja"}, "no neurons for 'ja'"),
+    ({"--neurons": "no-such-set"}, "No neuron set 'no-such-set'"),
+    ({"--positions": "all,middle"}, "Unknown positions 'middle'"),
+    ({"--alphas": "0.5,-1"}, "alpha must be ≥ 0"),
+    ({"--methods": "add,boost"}, "Unknown steering method 'boost'"),
+    ({"--methods": "multiply"}, "add, diffmean, replace"),
+    ({"--questions": "0"}, "--questions must be at least 1"),
+    ({"--max-new-tokens": "0"}, "--max-new-tokens must be at least 1"),
+    ({"--targets": "de", "--sources": "de"}, "at least one source language different from a target"),
+])
+def test_cli_checks_every_input_before_loading_the_model_or_writing(tmp_path, monkeypatch, options, message):
+    monkeypatch.setattr(calibration_module, "load_model", _no_model_load)
+    set_file = tmp_path / "tiny.safetensors"
+    make_set(96).save(set_file)
+    out = tmp_path / "out" / "calibration.json"
+    arguments = {"--model": str(tmp_path / "absent"), "--neurons": str(set_file), "--targets": "de,fr",
+                 "--sources": "en", "--out": str(out), **options}
+    result = CliRunner().invoke(cli, ["calibrate", *[part for pair in arguments.items() for part in pair]])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
