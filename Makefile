@@ -24,10 +24,12 @@ demo: $(STAMP)
 
 ## All tests, the slow real-model ones included (they run in CI).
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(OFFLINE) $(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 ## Unit tests only (tiny random models, seconds).
 test-fast: $(STAMP)
+	$(BIN)/lint-imports
 	$(OFFLINE) $(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
 
 ## Re-measure the reduced-demo scores that CI gates with `lape-eval regress` (tests/data/demo_baseline).

@@ -18,32 +18,26 @@ at least one neuron (all float32 except the indices):
   is the change of neuron ``indices[k]``'s output weights.
 
 The JSON metadata records the base model's shape (layers, width, d_model, MLP kind), its id, and the
-provenance of the training run (neuron set hash, language, data, steps). Three ways to use a delta:
-
-* :class:`DeltaModule` — trainable parameters of exactly those shapes plus forward hooks that add
-  ``x @ ΔW_rowsᵀ`` to the selected outputs of gate/up and ``g_sel @ ΔW_colsᵀ`` to the output of down.
-  Training never clones or touches a full weight matrix; the model's own weights stay frozen and
-  bit-identical;
-* :meth:`NeuronDelta.apply` — merge into a loaded model in place (``W[rows] += Δ``): what the
-  ``lape`` lm-eval model does with ``neuron_delta=`` and what ``lape-eval merge`` saves;
-* :func:`delta_to_peft` — the same change as a standard PEFT LoRA adapter (per-module rank n,
-  ``ΔW = B A`` with a one-hot B for rows and a one-hot A for columns, scaling 1).
+provenance of the training run (neuron set hash, language, data, steps). This module is the format's
+one reader and writer (:meth:`NeuronDelta.save`, :meth:`NeuronDelta.load`) and merges a delta into a
+loaded model (:meth:`NeuronDelta.apply`, ``W[rows] += Δ``: what the ``lape`` lm-eval model does with
+``neuron_delta=`` and what ``lape-eval merge`` saves). Training the delta is
+:mod:`lape_eval.adapters.trainable_delta`; writing it as a PEFT LoRA adapter is
+:mod:`lape_eval.adapters.merge`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lape_eval import __version__
-from lape_eval.arch import NeuronSites, resolve, unwrap_model
-from lape_eval.files import load_tensors, save_tensors
+from lape_eval.arch import NeuronSites, resolve
+from lape_eval.tensor_files import load_tensors, save_tensors
 from lape_eval.errors import LapeEvalError
 
 log = logging.getLogger(__name__)
@@ -256,191 +250,3 @@ def _check_layer(path, layer, index, per_role, width, hidden, kind) -> None:
         shape = (n, hidden) if role in INPUT_ROLES[kind] else (hidden, n)
         if value.dtype != torch.float32 or tuple(value.shape) != shape:
             fail(f"'{role}' must be float32 {list(shape)}, not {value.dtype} {list(value.shape)}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Training-time parametrization
-
-
-class DeltaModule(nn.Module):
-    """Trainable deltas of the given neurons' rows and columns, added to the model by forward hooks.
-
-    Parameter ``l{layer}_{role}`` has the delta's shape ([n, d] for gate/up/fc, [d, n] for down/proj)
-    and starts at zero, so the model's output is unchanged (bit for bit) until training moves it. The
-    hooks (``attach``) compute, per layer,
-
-    * gate/up (fc): ``y[..., idx] += x @ Δᵀ`` — fused gate_up: both halves in one matmul;
-    * down (proj): ``y += g[..., idx] @ Δᵀ`` where g is the projection's input;
-
-    which is exactly ``(W + Δ) x`` for the changed rows/columns. Memory per step is one [B, T, n]
-    matmul result per projection (like a LoRA of rank n's intermediate), never a weight clone.
-    """
-
-    def __init__(self, model, indices: list[torch.Tensor], init: NeuronDelta | None = None):
-        super().__init__()
-        self.sites = resolve(model)
-        kind = self.sites.family.mlp_kind
-        if len(indices) != self.sites.num_layers:
-            raise LapeEvalError(f"{len(indices)} layers of neuron indices for a {self.sites.num_layers}-layer model.")
-        self.kind, self.width, self.hidden = kind, self.sites.width, hidden_size(self.sites)
-        self.layer_ids = [layer for layer, index in enumerate(indices) if index.numel()]
-        self._indices = [index.to(torch.int64).cpu() for index in indices]
-        for layer in self.layer_ids:
-            index = self._indices[layer]
-            if bool((index[1:] <= index[:-1]).any()) or index[0] < 0 or index[-1] >= self.width:
-                raise LapeEvalError(f"Layer {layer}: neuron indices must be sorted, unique and below {self.width}.")
-            device = self.sites.projection(layer, "down" if kind != "plain" else "proj").weight.device
-            self.register_buffer(f"index_{layer}", index.to(device), persistent=False)
-            if kind == "fused":
-                self.register_buffer(f"fused_index_{layer}", torch.cat([index, index + self.width]).to(device),
-                                     persistent=False)
-            n = index.numel()
-            for role in roles(kind):
-                shape = (n, self.hidden) if role in INPUT_ROLES[kind] else (self.hidden, n)
-                value = torch.zeros(shape, dtype=torch.float32, device=device)
-                if init is not None:
-                    value.copy_(init.weights[layer][role])
-                self.register_parameter(f"l{layer}_{role}", nn.Parameter(value))
-        if init is not None and any(not torch.equal(a, b) for a, b in zip(init.indices, self._indices)):
-            raise LapeEvalError("The initial delta covers other neurons than the ones to train.")
-        self._handles: list = []
-
-    @property
-    def neuron_count(self) -> int:
-        return sum(int(index.numel()) for index in self._indices)
-
-    def delta(self, layer: int, role: str) -> nn.Parameter:
-        return getattr(self, f"l{layer}_{role}")
-
-    def index(self, layer: int) -> torch.Tensor:
-        return getattr(self, f"index_{layer}")
-
-    def pairs(self):
-        """``(layer, role, parameter)`` for every trainable tensor."""
-        for layer in self.layer_ids:
-            for role in roles(self.kind):
-                yield layer, role, self.delta(layer, role)
-
-    def base_entries(self, layer: int, role: str) -> torch.Tensor:
-        """The frozen model's weights at this delta's entries (float32, delta orientation)."""
-        return read_entries(self.sites, layer, role, self.index(layer))
-
-    # ---- hooks -------------------------------------------------------------------------------------
-
-    def attach(self) -> "DeltaModule":
-        if self._handles:
-            return self
-        sites, kind = self.sites, self.kind
-        for layer in self.layer_ids:
-            if kind == "gated":
-                for role in ("gate", "up"):
-                    self._hook(sites.projection(layer, role), self._rows_hook(layer, (role,), self.index(layer)))
-                self._hook(sites.projection(layer, "down"), self._cols_hook(layer, "down"))
-            elif kind == "fused":
-                fused = getattr(self, f"fused_index_{layer}")
-                self._hook(sites.projection(layer, "gate_up"), self._rows_hook(layer, ("gate", "up"), fused))
-                self._hook(sites.projection(layer, "down"), self._cols_hook(layer, "down"))
-            else:
-                self._hook(sites.projection(layer, "fc"), self._rows_hook(layer, ("fc",), self.index(layer)))
-                self._hook(sites.projection(layer, "proj"), self._cols_hook(layer, "proj"))
-        return self
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def _hook(self, module: nn.Module, function) -> None:
-        self._handles.append(module.register_forward_hook(function))
-
-    def _rows_hook(self, layer: int, row_roles: tuple[str, ...], index: torch.Tensor):
-        params = [self.delta(layer, role) for role in row_roles]
-
-        def add_rows(module, args, output):
-            x = args[0]
-            delta = params[0] if len(params) == 1 else torch.cat(params)
-            update = F.linear(x, delta.to(x.dtype))
-            return output.index_add(-1, index, update.to(output.dtype))
-
-        return add_rows
-
-    def _cols_hook(self, layer: int, role: str):
-        param, index = self.delta(layer, role), self.index(layer)
-
-        def add_cols(module, args, output):
-            g = args[0].index_select(-1, index)
-            return output + F.linear(g, param.to(g.dtype)).to(output.dtype)
-
-        return add_cols
-
-    # ---- export ------------------------------------------------------------------------------------
-
-    def to_delta(self, info: dict | None = None) -> NeuronDelta:
-        weights = [{} for _ in range(self.sites.num_layers)]
-        for layer, role, param in self.pairs():
-            weights[layer][role] = param.detach().float().cpu().clone()
-        return NeuronDelta(self.kind, self.sites.num_layers, self.width, self.hidden,
-                           [index.clone() for index in self._indices], weights, dict(info or {}))
-
-
-# --------------------------------------------------------------------------------------------------
-# As a standard PEFT LoRA adapter
-
-
-def delta_to_peft(delta: NeuronDelta, model, out_dir: Path | str, base_model_name: str | None = None) -> Path:
-    """Write ``delta`` as a PEFT LoRA adapter folder for ``model`` (which is wrapped in the process).
-
-    Rows: ``ΔW[idx] = Δ`` is ``B A`` with A = Δ ([n, d]) and B the [I, n] one-hot of idx; columns:
-    ``ΔW[:, idx] = Δ`` is B = Δ ([d, n]) and A the [n, I] one-hot. Each module gets rank n and
-    alpha n (scaling 1) through ``rank_pattern`` / ``alpha_pattern``; dropout 0.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    hf_model = unwrap_model(model)
-    sites = resolve(hf_model)
-    delta.check_model(sites)
-    projections = sites.family.projections
-    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for layer, index in enumerate(delta.indices):
-        if not index.numel():
-            continue
-        prefix = f"{sites.layer_path}.{layer}."
-        w = delta.weights[layer]
-        if delta.mlp_kind == "gated":
-            for role in ("gate", "up"):
-                factors[prefix + projections[role]] = (w[role], _one_hot(delta.width, index))
-            factors[prefix + projections["down"]] = (_one_hot(delta.width, index).T, w["down"])
-        elif delta.mlp_kind == "fused":
-            rows = torch.cat([index, index + delta.width])
-            factors[prefix + projections["gate_up"]] = (torch.cat([w["gate"], w["up"]]),
-                                                        _one_hot(2 * delta.width, rows))
-            factors[prefix + projections["down"]] = (_one_hot(delta.width, index).T, w["down"])
-        else:
-            factors[prefix + projections["fc"]] = (w["fc"], _one_hot(delta.width, index))
-            factors[prefix + projections["proj"]] = (_one_hot(delta.width, index).T, w["proj"])
-    if not factors:
-        raise LapeEvalError("The neuron delta covers no neuron: there is nothing to write as an adapter.")
-    ranks = {re.escape(name): int(a.shape[0]) for name, (a, _) in factors.items()}
-    conv1d = delta.mlp_kind == "plain" and not isinstance(sites.projection(0, "fc"), nn.Linear)
-    config = LoraConfig(r=max(ranks.values()), lora_alpha=max(ranks.values()), target_modules=sorted(factors),
-                        rank_pattern=ranks, alpha_pattern=dict(ranks), lora_dropout=0.0, bias="none",
-                        fan_in_fan_out=conv1d, init_lora_weights=False,
-                        base_model_name_or_path=base_model_name)
-    peft_model = get_peft_model(hf_model, config)
-    inner = peft_model.base_model.model
-    with torch.no_grad():
-        for name, (a, b) in factors.items():
-            module = inner.get_submodule(name)
-            module.lora_A["default"].weight.copy_(a)
-            module.lora_B["default"].weight.copy_(b)
-            if module.scaling["default"] != 1.0:
-                raise AssertionError(f"PEFT scaling of {name} is {module.scaling['default']}, expected 1")
-    peft_model.save_pretrained(str(out_dir))
-    return Path(out_dir)
-
-
-def _one_hot(size: int, index: torch.Tensor) -> torch.Tensor:
-    """[size, n] with a 1 at (index[k], k)."""
-    out = torch.zeros(size, index.numel(), dtype=torch.float32)
-    out[index, torch.arange(index.numel())] = 1.0
-    return out

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from lape_eval import __version__
-from lape_eval.files import load_tensors, save_tensors
+from lape_eval.tensor_files import load_tensors, save_tensors
 from lape_eval.errors import LapeEvalError
 
 NEURON_SET_FORMAT = "lape-eval/neuron-set"

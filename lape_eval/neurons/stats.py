@@ -29,7 +29,7 @@ from lape_eval import __version__
 from lape_eval.arch import ACTIVATION_POINT, NeuronSites, resolve, unwrap_model
 from lape_eval.distributed import Distributed
 from lape_eval.errors import LapeEvalError
-from lape_eval.files import load_tensors, save_tensors
+from lape_eval.tensor_files import load_tensors, save_tensors
 from lape_eval.languages import PAPER_LANGUAGES, parse_languages
 from lape_eval.neurons.corpus import (CorpusSpec, bos_token_to_prepend, make_batch, packed_sequences, pad_token_id,
                                       token_stream)

@@ -113,7 +113,7 @@ class TestBadFiles:
     def test_a_future_format_version_is_named(self, tmp_path):
         ns = hand_set()
         path = tmp_path / "future.safetensors"
-        from lape_eval.files import save_tensors
+        from lape_eval.tensor_files import save_tensors
 
         save_tensors(path, ns.tensors(), {**ns.metadata, "format_version": 99})
         with pytest.raises(LapeEvalError, match="format version 99; this lape-eval .* reads version 1"):
