@@ -16,7 +16,7 @@ step time ≤ 1.5 × the LoRA step's, on the same model.
   2048, float32; 100 random neurons per layer (800, 3 × 512 × 800 = 1,228,800 weights) against LoRA
   r = 20 (3 · 20 · (512 + 2048) · 8 = 1,228,800 weights, equal).
 
-Both steps run the real training code (``lape_eval.adapters.finetune.train_step``: forward, loss over real
+Both steps run the real training code (``lape_eval.adapters.step.train_step``: forward, loss over real
 tokens, backward, gradient clipping, weight decay, AdamW) on the recipe's batch: 2 sequences × 512
 tokens of random token ids. LoRA dropout is 0 (dropout would only add memory and time to LoRA).
 
@@ -61,7 +61,7 @@ def _build(model_name: str, method: str):
     import torch
 
     from lape_eval.arch import resolve
-    from lape_eval.adapters.finetune import LoraMethod, SubnetworkMethod
+    from lape_eval.adapters.methods import LoraMethod, SubnetworkMethod
 
     torch.manual_seed(0)
     if model_name == "gemma3_270m":
@@ -92,7 +92,9 @@ def _build(model_name: str, method: str):
 def _stepper(built, vocab: int):
     import torch
 
-    from lape_eval.adapters.finetune import Distributed, FinetuneSettings, train_step
+    from lape_eval.adapters.settings import FinetuneSettings
+    from lape_eval.adapters.step import train_step
+    from lape_eval.distributed import Distributed
 
     settings = FinetuneSettings(method="subnetwork", language="mt", batch_size=BATCH, weight_decay=0.01, clip=1.0)
     optimizer = torch.optim.AdamW(built.parameters, lr=1e-4, weight_decay=built.optimizer_weight_decay(0.01))

@@ -1,4 +1,5 @@
-"""Per-language adapters: finetune, merge (lape_eval/finetune.py and lape_eval/delta.py do the work).
+"""Per-language adapters: finetune, merge. The commands parse, call one library function
+(lape_eval.adapters.train.run_finetune, lape_eval.adapters.merge.merge_adapter) and print.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import click
 
 from lape_eval.cli.group import cli
 from lape_eval.cli.options import model_options
+
 
 @cli.command()
 @model_options
@@ -52,32 +54,47 @@ from lape_eval.cli.options import model_options
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in the backward pass.")
 @click.option("--save-last", is_flag=True, help="Also keep the adapter of the last step in OUT/last.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def finetune(model_name, revision, dtype, device, trust_remote_code, language, method, neurons, corpus, text_field,
-             max_tokens, epochs, max_steps, heldout_corpus, heldout_fraction, heldout_tokens, out_dir, lr,
-             weight_decay, clip, schedule, warmup_steps, batch_size, seq_len, add_bos, eval_every, checkpoint_every,
-             seed, random_seed, bf16, lora_rank, lora_alpha, lora_dropout, gradient_checkpointing, save_last,
-             no_progress):
+def finetune(**options):
     """Train a per-language adapter: the language's neuron subnetwork, or a LoRA / random / MLP baseline.
 
     Writes OUT/best (neuron delta, PEFT adapter or model folder), OUT/summary.json and OUT/log.jsonl.
     Several processes (torchrun / accelerate launch) train data-parallel.
     """
-    from lape_eval.neurons.corpus import CorpusSpec
-    from lape_eval.adapters.finetune import FinetuneSettings, finetune_command
+    from lape_eval.adapters.train import run_finetune
+    from lape_eval.distributed import Distributed
 
+    source, settings, out_dir = finetune_arguments(options)
+    result = run_finetune(source, settings, out_dir)
+    if Distributed.current().main:
+        summary, held = result.summary, result.summary["heldout"]
+        click.echo(f"trainable parameters: {summary['parameter_formula']} "
+                   f"({summary['trainable_fraction']:.3%} of {summary['total_parameters']:,})")
+        if held.get("initial") is not None:
+            click.echo(f"held-out loss: {held['initial']:.4f} before, {held['best']:.4f} best (step "
+                       f"{held['best_step']}), {held['final']:.4f} final")
+        click.echo(f"{summary['steps']} steps, {summary['tokens']:,} tokens; adapter: {result.adapter}")
+
+
+def finetune_arguments(options: dict):
+    """(ModelSource, FinetuneSettings, out folder) from the finetune command's parsed options. An option's
+    name is its settings field's, except for the model options, --corpus and --heldout-corpus (with
+    --text-field: corpus specs), --add-bos (yes/no: True/False) and --no-progress."""
+    from lape_eval.adapters.settings import FinetuneSettings, ModelSource
+    from lape_eval.neurons.corpus import CorpusSpec
+
+    options = dict(options)
+    source = ModelSource(options.pop("model_name"), options.pop("revision"), options.pop("dtype"),
+                         options.pop("device"), options.pop("trust_remote_code"))
+    out_dir, text_field, heldout = options.pop("out_dir"), options.pop("text_field"), options.pop("heldout_corpus")
+    add_bos = options.pop("add_bos")
     settings = FinetuneSettings(
-        method=method, language=language, corpus=CorpusSpec(corpus, text_field), neurons=neurons,
-        max_tokens=max_tokens, epochs=epochs, max_steps=max_steps,
-        heldout_corpus=CorpusSpec(heldout_corpus, text_field) if heldout_corpus else None,
-        heldout_fraction=heldout_fraction, heldout_tokens=heldout_tokens, seq_len=seq_len, batch_size=batch_size,
-        lr=lr, weight_decay=weight_decay, clip=clip, schedule=schedule, warmup_steps=warmup_steps,
-        eval_every=eval_every, checkpoint_every=checkpoint_every, seed=seed, random_seed=random_seed, bf16=bf16,
-        add_bos={"yes": True, "no": False}.get(add_bos, add_bos), lora_rank=lora_rank, lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout, gradient_checkpointing=gradient_checkpointing, save_last=save_last,
-        progress=not no_progress,
+        corpus=CorpusSpec(options.pop("corpus"), text_field),
+        heldout_corpus=CorpusSpec(heldout, text_field) if heldout else None,
+        add_bos={"yes": True, "no": False}.get(add_bos, add_bos),
+        progress=not options.pop("no_progress"),
+        **options,
     )
-    finetune_command(model_name=model_name, revision=revision, dtype=dtype, device=device,
-                     trust_remote_code=trust_remote_code, out_dir=out_dir, settings=settings, echo=click.echo)
+    return source, settings, out_dir
 
 
 @cli.command()
@@ -92,7 +109,13 @@ def finetune(model_name, revision, dtype, device, trust_remote_code, language, m
               help="hf: a full model with the change merged; peft: the neuron delta as a standard PEFT LoRA adapter.")
 def merge(model_name, revision, dtype, trust_remote_code, adapter, out_dir, fmt):
     """Write MODEL with a neuron delta (or LoRA adapter) applied, as a full Hugging Face model folder."""
-    from lape_eval.adapters.finetune import merge_command
+    from lape_eval.adapters.merge import merge_adapter
+    from lape_eval.adapters.settings import ModelSource
 
-    merge_command(model_name=model_name, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
-                  adapter=adapter, out_dir=out_dir, fmt=fmt, echo=click.echo)
+    source = ModelSource(model_name, revision, dtype, trust_remote_code=trust_remote_code)
+    result = merge_adapter(source, adapter, out_dir, fmt)
+    if result.format == "peft":
+        click.echo(f"wrote the PEFT adapter {result.out_dir} ({result.delta.neuron_count} neurons, "
+                   f"{result.delta.parameter_count:,} weights)")
+    else:
+        click.echo(f"wrote {result.out_dir}: {source.name} with {result.adapter} merged")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from lape_eval.neurons.corpus import CorpusSpec
-from lape_eval.adapters.finetune import FinetuneSettings, finetune
+from lape_eval.adapters.settings import FinetuneSettings
+from lape_eval.adapters.train import finetune
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +17,7 @@ NEURONS = "gemma-3-270m-udhr-5pct"  # shipped; identified on the UDHR identify s
 
 def test_short_subnetwork_finetune_lowers_maltese_heldout_loss_and_the_baselines_run(tmp_path):
     from lape_eval.models import load_model
-    from lape_eval.neurons.neuron_set import resolve_neuron_set
+    from lape_eval.neurons.shipped import resolve_neuron_set
 
     neuron_set = resolve_neuron_set(NEURONS)
     results = {}

@@ -1,0 +1,35 @@
+"""The loss of one step: real tokens only."""
+
+from __future__ import annotations
+
+import torch
+from adapter_runs import load
+
+from lape_eval.adapters.step import causal_lm_loss_sum
+from lape_eval.adapters.trainable_delta import DeltaModule
+from lape_eval.neurons.corpus import make_batch
+
+
+def test_padding_never_contributes_to_the_loss(tiny_model_dir):
+    loaded = load(tiny_model_dir("llama"))
+    model = loaded.model
+    sequences = [[11, 12, 13, 14, 15, 16, 17, 18], [21, 22, 23, 24]]
+    narrow = make_batch(sequences, bos_id=1, pad_id=0)
+    wide_ids = torch.cat([narrow.input_ids, torch.full((2, 7), 2)], dim=1)  # extra padding (EOS as pad)
+    wide_mask = torch.cat([narrow.attention_mask, torch.zeros(2, 7, dtype=torch.long)], dim=1)
+    delta = DeltaModule(model, [torch.tensor([3, 7]), torch.tensor([1])]).attach()
+    results = []
+    for ids, mask in ((narrow.input_ids, narrow.attention_mask), (wide_ids, wide_mask)):
+        delta.zero_grad()
+        loss, count = causal_lm_loss_sum(model, ids, mask)
+        loss.backward()
+        results.append((loss.detach(), count, [p.grad.clone() for p in delta.parameters()]))
+    (loss_a, count_a, grads_a), (loss_b, count_b, grads_b) = results
+    assert count_a == count_b == 8 + 4  # every real token after BOS, no pad
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    # Labelling pads as targets (the reference code's pitfall) would change the loss:
+    with torch.no_grad():
+        naive = model(input_ids=wide_ids, attention_mask=wide_mask, labels=wide_ids).loss
+    assert abs(float(naive) - float(loss_a) / count_a) > 1e-3
