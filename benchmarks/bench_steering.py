@@ -248,7 +248,6 @@ def _rotations(names: list[str], repetitions: int):
 
 def measure_runs(paths: dict, model_key: str, quick: bool) -> dict:
     import gc
-    import statistics
 
     import torch
     from lm_eval import simple_evaluate
@@ -298,10 +297,7 @@ def measure_runs(paths: dict, model_key: str, quick: bool) -> dict:
 
     config = hf.model.config
     kinds = [kind for kind, reps in (("run", run_reps), ("eval", eval_reps)) if reps]
-    median = {kind: {clock: {name: statistics.median(values) for name, values in times[kind][clock].items()}
-                     for clock in clocks} for kind in kinds}
-    paired = {kind: {clock: {name: sorted(a / b for a, b in zip(times[kind][clock][name], times[kind][clock]["hf"]))
-                             for name in names[1:]} for clock in clocks} for kind in kinds}
+    median, paired = _medians_and_ratios(times, kinds, names)
     return {
         "model": (f"{model_key}: {config.model_type}, {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
                   f"MLP width {config.intermediate_size}, vocab {config.vocab_size}, float32"),
@@ -311,6 +307,18 @@ def measure_runs(paths: dict, model_key: str, quick: bool) -> dict:
         "steer_changes_outputs": outputs["lape_steer"] != outputs["hf"],
         "threads": torch.get_num_threads(), "load": os.getloadavg(),
     }
+
+
+def _medians_and_ratios(times: dict, kinds: list[str], names: list[str]) -> tuple[dict, dict]:
+    """Per kind, clock and arm: the median time, and the sorted ratios of each repetition to ``hf``'s
+    repetition of the same index (run in the same rotation, close in time)."""
+    import statistics
+
+    median = {kind: {clock: {name: statistics.median(values) for name, values in by_clock.items()}
+                     for clock, by_clock in times[kind].items()} for kind in kinds}
+    paired = {kind: {clock: {name: sorted(a / b for a, b in zip(by_clock[name], by_clock["hf"])) for name in names[1:]}
+                     for clock, by_clock in times[kind].items()} for kind in kinds}
+    return median, paired
 
 
 # --------------------------------------------------------------------------------------------------

@@ -198,7 +198,8 @@ def plan_calibration(neuron_sets: list[str], *, targets, sources, alphas: list[f
         raise LapeEvalError("Calibration needs at least one candidate strength: --alphas 0.5,1,2.")
     _check_counts(questions_per_source, max_new_tokens)
     if Path(out).is_dir():
-        raise LapeEvalError(f"--out {out} is a folder: name the calibration JSON to write, e.g. {Path(out) / 'calibration.json'}.")
+        raise LapeEvalError(f"--out {out} is a folder: name the calibration JSON to write, "
+                            f"e.g. {Path(out) / 'calibration.json'}.")
     plan = CalibrationPlan({name: resolve_neuron_set(name) for name in neuron_sets}, parse_languages(targets),
                            parse_languages(sources), [float(a) for a in alphas], list(methods), list(positions),
                            questions_per_source, max_new_tokens, Path(out))
