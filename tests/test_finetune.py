@@ -24,6 +24,9 @@ from lape_eval.delta import DELTA_FILE, DeltaModule, NeuronDelta, delta_to_peft,
 from lape_eval.errors import LapeEvalError
 from lape_eval.finetune import FinetuneSettings, causal_lm_loss_sum, finetune, random_layer_matched
 
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
+
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 96  # MLP width of the tiny llama / phi3 / gpt2 models
 D_MODEL = 32

@@ -17,6 +17,9 @@ from lape_eval.corpus import CorpusSpec
 from lape_eval.stats import ActivationRecorder, CollectSettings, collect, load_statistics
 from tiny_models import build_model, build_tokenizer
 
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
+
 REPO = Path(__file__).resolve().parents[1]
 
 

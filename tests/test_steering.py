@@ -15,6 +15,9 @@ from handmade_sets import LANGS, make_set, mu, picks
 from lape_eval.steering import SteerTerm, parse_steer, steer
 from tiny_models import build_model, build_tokenizer
 
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
+
 def expected_gate(g: torch.Tensor, layer: int, ns: NeuronSet, spec) -> torch.Tensor:
     """The spec applied by hand, neuron by neuron (deactivations first, then activations)."""
     g = g.clone()
