@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export LAPE_EVAL_CACHE ?= $(CURDIR)/.cache
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test test-fast demo demo-baseline bench clean
+.PHONY: install test test-fast test-numerics demo demo-baseline bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/lint-imports
 	$(OFFLINE) $(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+## The tests that compare floats computed on the fly (marker `numerics`), again under another CPU
+## kernel set than this machine's own: AVX2 (PyTorch, MKL and oneDNN switches), or the scalar kernels
+## where AVX2 is already the native set. CI runs it after `make test`, so a pass that holds only for one
+## machine's kernels cannot land. SECOND_ISA=avx2|default chooses by hand.
+test-numerics: $(STAMP)
+	$(OFFLINE) $(BIN)/python scripts/second_isa.py $(SECOND_ISA) -- $(BIN)/python -m pytest -ra -m numerics $(PYTEST_ARGS)
 
 ## Unit tests only (tiny random models, seconds).
 test-fast: $(STAMP)

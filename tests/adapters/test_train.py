@@ -19,6 +19,9 @@ from lape_eval.adapters.delta import NeuronDelta
 from lape_eval.adapters.settings import FinetuneSettings
 from lape_eval.adapters.train import TrainingProgress, lr_factor
 
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
+
 
 def test_learning_rate_warmup_and_schedules():
     def factors(schedule, warmup=2, total=10):

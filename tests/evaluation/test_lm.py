@@ -16,6 +16,9 @@ from lm_tasks import GRID_ROWS, write_tasks
 
 import lape_eval.evaluation.lm  # noqa: F401  registers the model
 
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):

@@ -24,6 +24,9 @@ import pytest
 from handmade_sets import make_set
 from lm_tasks import write_tasks
 
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
+
 WORKER = Path(__file__).parents[1] / "scaleout_worker.py"
 # Steer specs of the rolling task's documents: with 2 ranks, rank 0 gets documents 0, 2, 4 (all
 # "-en +de") and rank 1 gets 1, 3 ("+fr", "-de +en"), so the ranks' groups differ completely.

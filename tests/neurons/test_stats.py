@@ -18,6 +18,9 @@ from lape_eval.neurons.corpus import CorpusSpec
 from lape_eval.neurons.stats import ActivationRecorder, CollectSettings, collect, load_statistics
 from tiny_models import build_model, build_tokenizer
 
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -10,6 +11,9 @@ from lape_eval.arch import resolve
 from lape_eval.neurons.corpus import CorpusSpec
 from handmade_sets import make_set
 from tiny_models import build_model, build_tokenizer
+
+# Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
+pytestmark = pytest.mark.numerics
 
 
 def test_specificity_criterion_by_hand():
