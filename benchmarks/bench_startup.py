@@ -4,7 +4,7 @@ Target: installing lape-eval adds < 10 ms to the start-up of Python processes th
 
 The hook is one ``.pth`` line in site-packages, ``import lape_eval.evaluation.registration``, run by ``site`` at
 every interpreter start; it imports the (cheap) package and puts a one-shot finder on
-``sys.meta_path`` (see lape_eval/_lm_eval_hook.py). Nothing in site-packages is renamed or edited
+``sys.meta_path`` (see lape_eval/evaluation/registration.py). Nothing in site-packages is renamed or edited
 during the benchmark (other people use the same environment); instead every arm is a separate,
 complete environment:
 

@@ -6,7 +6,7 @@ the product with ``up_proj(x)`` (method spec §4.1, §5). Identification counts 
 steering operator edits ``g``. In transformers these modules are separate ``nn.Module`` objects per
 layer (``mlp.act_fn``; ``mlp.activation_fn`` in Phi-3, whose fused ``gate_up_proj`` is chunked
 before the activation; ``mlp.act`` in the non-gated GPT-2), so a forward hook on them sees and can
-replace exactly ``g``. ``tests/test_arch.py`` checks this against a manual computation per family.
+replace exactly ``g``. ``tests/foundation/test_arch.py`` checks this against a manual computation per family.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _unsupported_message(model_type: str) -> str:
         f"Supported families: {'; '.join(supported_families())}. To add one, call "
         "lape_eval.arch.register_family(FamilySpec(name, model_types, activation='mlp.act_fn', "
         "mlp_kind='gated', projections={...})) naming the module whose output is act(gate_proj(x)) "
-        "inside each decoder layer, and check it with the per-architecture test in tests/test_arch.py."
+        "inside each decoder layer, and check it with the per-architecture test in tests/foundation/test_arch.py."
     )
 
 

@@ -1,4 +1,4 @@
-"""One evaluation of the ``lape`` model; started by tests/test_scaleout.py with ``python`` (one process)
+"""One evaluation of the ``lape`` model; started by tests/neurons/test_scaleout.py with ``python`` (one process)
 or with ``torchrun --nproc_per_node 2`` (one process of a data-parallel group on CPU).
 
 lm-eval 0.4.13's HFLM takes its data-parallel route (rank and world size from accelerate, documents

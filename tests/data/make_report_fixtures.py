@@ -16,7 +16,7 @@ Run from the repository root (about a minute on 2 CPU cores)::
     .venv/bin/python tests/data/make_report_fixtures.py            # rewrite tests/data/report_runs
     .venv/bin/python tests/data/make_report_fixtures.py OUT [RUN…]  # elsewhere, or only some runs
 
-tests/test_report_fixtures.py re-runs a few of them and checks they reproduce the committed files.
+tests/reports/test_fixtures.py re-runs a few of them and checks they reproduce the committed files.
 """
 
 from __future__ import annotations
