@@ -29,8 +29,8 @@ test: $(STAMP)
 
 ## The tests that compare floats computed on the fly (marker `numerics`), again under another CPU
 ## kernel set than this machine's own: AVX2 (PyTorch, MKL and oneDNN switches), or the scalar kernels
-## where AVX2 is already the native set. CI runs it after `make test`, so a pass that holds only for one
-## machine's kernels cannot land. SECOND_ISA=avx2|default chooses by hand.
+## where AVX2 is already the native set. CI (.ci/run) runs it before `make test`, so a pass that holds only
+## for one machine's kernels cannot land. SECOND_ISA=avx2|default chooses by hand.
 test-numerics: $(STAMP)
 	$(OFFLINE) $(BIN)/python scripts/second_isa.py $(SECOND_ISA) -- $(BIN)/python -m pytest -ra -m numerics $(PYTEST_ARGS)
 
