@@ -16,7 +16,8 @@ import sacrebleu
 from lape_eval.evaluation.metrics import corpus_chrf_pp
 from lape_eval.evaluation.suite import task_manager
 
-PAIRS = ("lape_udhr_translation_en-de", "lape_udhr_translation_en-fr", "lape_udhr_translation_de-en")
+# The two pairs the claims are made on (de-en, which was only reported, is left to the demo's runs).
+PAIRS = ("lape_udhr_translation_en-de", "lape_udhr_translation_en-fr")
 PARAGRAPHS = 10
 SHOTS = 4
 
@@ -45,7 +46,6 @@ def test_udhr_translation_on_gemma_is_well_above_the_empty_and_copy_baselines(ge
         report.append(f"{task}: chrF++ {chrf:.1f} (copy-the-source {copy:.1f}, empty {empty:.1f}), "
                       f"BLEU {results['results'][task]['corpus_bleu,none']:.1f}, in the target language {on_target:.0f} %")
         assert empty == 0.0
-        if task != "lape_udhr_translation_de-en":  # the must-show pairs; de-en is reported
-            assert chrf > copy + 10 and chrf > 1.4 * copy, report[-1]
-            assert on_target >= 80.0, report[-1]
+        assert chrf > copy + 10 and chrf > 1.4 * copy, report[-1]
+        assert on_target >= 80.0, report[-1]
     print("\n" + "\n".join(report))
