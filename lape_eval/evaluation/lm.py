@@ -22,6 +22,8 @@ Each prompt travels through HFLM's reordering as a ``str`` that carries its spec
 ``_model_generate`` installs the row-wise steering for that one call. Everything else (stop
 sequences, ``max_gen_toks``, EOS, left padding, chat templates, data-parallel ranks) is HFLM's own
 code. Identical greedy requests (same prompt, generation settings and spec) are generated once.
+lm-eval's response cache (``--use_cache``) is refused with ``steer=doc``: it keys answers by prompt
+and settings alone, so it would hand one document's steered answer to another.
 
 **Log-likelihoods** keep one HFLM call per spec: a log-likelihood batch is a single forward pass (no
 decoding loop), a grid's per-spec groups hold every choice of every document of a cell, so row-wise
@@ -214,6 +216,7 @@ class LapeLM(HFLM):
                     f"needed by doc_template={self._args.doc_template!r} (fields: {', '.join(sorted(doc))}). Give "
                     "the documents a 'steer' field or set doc_template to use their fields."
                 ) from None
+        text = str(text)
         if text not in self._parsed:
             try:
                 spec = parse_steer(text, **self._args.steer_args)
@@ -255,7 +258,7 @@ class LapeLM(HFLM):
                 # has nothing to do.
                 cache_hook, self.cache_hook = self.cache_hook, CacheHook(None)
                 try:
-                    run(requests[:1], specs[0])
+                    run(requests[:1], specs[0] if specs else self._args.global_spec)
                 finally:
                     self.cache_hook = cache_hook
                 continue
@@ -408,7 +411,8 @@ class LapeLM(HFLM):
             return None
         if len(distinct) == 1:
             return self._handle_for(distinct[0])
-        return SteeringHandle(self.model, compile_rowwise(specs, self._args.neuron_set, self._sites), self._sites)
+        rowwise = compile_rowwise(specs, self._args.neuron_set, self._sites, compiled=self._compiled)
+        return SteeringHandle(self.model, rowwise, self._sites)
 
     # --- provenance ---------------------------------------------------------------------------
 

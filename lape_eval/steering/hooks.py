@@ -78,27 +78,27 @@ def compile_steer(spec: SteerSpec, neuron_set, sites: NeuronSites | None = None)
     edits: list[list[_Edit]] = [[] for _ in range(neuron_set.num_layers)]
     ordered = [t for t in spec.terms if t.sign == "-"] + [t for t in spec.terms if t.sign == "+"]
     for term in ordered:
-        for layer in range(neuron_set.num_layers):
-            index = neuron_set.indices(term.language)[layer]
-            if index.numel() == 0:
-                continue
-            edits[layer].append(_edit_for(term, spec, neuron_set, layer, index))
+        for layer, edit in enumerate(_edits_of(term, spec, neuron_set)):
+            if edit is not None:
+                edits[layer].append(edit)
     return CompiledSteer(spec, edits)
 
 
-def _edit_for(term: SteerTerm, spec: SteerSpec, neuron_set, layer: int, index: torch.Tensor) -> _Edit:
+def _edits_of(term: SteerTerm, spec: SteerSpec, neuron_set) -> list[_Edit | None]:
+    """Per layer, the edit of one term (None where the language has no neurons). The set's means are
+    looked up once for all layers: that lookup is most of the cost of compiling a spec."""
     strength = spec.strength_of(term)
-    if term.sign == "-":
-        return _Edit("set", index, torch.full((index.numel(),), strength, dtype=torch.float32))
-    if spec.method == "multiply":
-        return _Edit("scale", index, torch.full((index.numel(),), strength, dtype=torch.float32))
-    mu = neuron_set.means(term.language)[layer].float()
-    if spec.method == "add":
-        return _Edit("add", index, strength * mu)
-    if spec.method == "replace":
-        return _Edit("set", index, strength * mu)
-    rest = neuron_set.mean_of_others(term.language)[layer].float()
-    return _Edit("add", index, strength * (mu - rest))
+    indices = neuron_set.indices(term.language)
+    if term.sign == "-" or spec.method == "multiply":
+        op = "set" if term.sign == "-" else "scale"
+        values = [torch.full((index.numel(),), strength, dtype=torch.float32) for index in indices]
+    else:
+        means = [mu.float() for mu in neuron_set.means(term.language)]
+        if spec.method == "diffmean":
+            means = [mu - rest.float() for mu, rest in zip(means, neuron_set.mean_of_others(term.language))]
+        values = [strength * mu for mu in means]
+        op = "set" if spec.method == "replace" else "add"
+    return [_Edit(op, index, value) if index.numel() else None for index, value in zip(indices, values)]
 
 
 @dataclass
@@ -131,15 +131,23 @@ class RowwiseSteer:
         return self.specs[0].positions
 
 
-def compile_rowwise(specs: list[SteerSpec], neuron_set, sites: NeuronSites | None = None) -> RowwiseSteer:
-    """Compile one spec per batch row; every spec must edit the same ``positions``."""
+def compile_rowwise(specs: list[SteerSpec], neuron_set, sites: NeuronSites | None = None,
+                    compiled: dict | None = None) -> RowwiseSteer:
+    """Compile one spec per batch row; every spec must edit the same ``positions``.
+
+    ``compiled`` (spec -> :class:`CompiledSteer`) keeps each spec's own compilation across calls: a
+    caller that steers many batches (lm-eval's ``steer=doc``) compiles each spec once, since looking
+    up a spec's means costs far more than combining a batch's rows."""
     if not specs:
         raise LapeEvalError("steer() got an empty list of specs: give one spec per batch row.")
     if len({spec.positions for spec in specs}) > 1:
         raise LapeEvalError(f"Specs steered in one batch must share `positions` ({', '.join(POSITIONS)}): "
                             "run batches with different positions separately.")
-    distinct = {spec: compile_steer(spec, neuron_set, sites) for spec in dict.fromkeys(specs)}
-    compiled = [distinct[spec] for spec in specs]
+    cache = {} if compiled is None else compiled
+    for spec in dict.fromkeys(specs):
+        if spec not in cache:
+            cache[spec] = compile_steer(spec, neuron_set, sites)
+    compiled = [cache[spec] for spec in specs]
     edits: list[list[_RowwiseEdit]] = [[] for _ in range(neuron_set.num_layers)]
     for layer in range(neuron_set.num_layers):
         row_edits = [c.edits[layer] for c in compiled]

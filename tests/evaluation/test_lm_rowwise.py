@@ -104,6 +104,31 @@ def parse(text):
     return parse_steer(text)
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+def test_rowwise_grid_with_a_chat_template(setup, tasks, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    chat = tmp_path / "chat-llama"
+    shutil.copytree(setup["llama"]["pretrained"], chat)
+    tokenizer = AutoTokenizer.from_pretrained(chat)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(chat)
+    args = {**setup["llama"], "pretrained": str(chat)}
+    grid = evaluate({**args, "steer": "doc"}, tasks[1], apply_chat_template=True)
+    for sample in grid["samples"]["tiny_rowwise"]:
+        assert sample["arguments"][0][0].endswith("assistant:")  # (prompt, generation settings)
+    specs = ROWWISE_SPECS[:3]
+    alone = {spec: texts(evaluate({**args, "steer": spec}, tasks[1], apply_chat_template=True)) for spec in specs}
+    for doc_id, (row, text) in enumerate(zip(ROWWISE_ROWS, texts(grid))):
+        if row["steer"] in alone:
+            assert text == alone[row["steer"]][doc_id], (doc_id, row)
+
+
 def test_rowwise_grid_with_limit_and_cached_requests(setup, tasks, alone, monkeypatch, tmp_path):
     """--limit, and lm-eval's request cache (the built requests and their documents, reloaded)."""
     import lm_eval.caching.cache as request_cache
