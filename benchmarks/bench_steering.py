@@ -474,11 +474,11 @@ PER_SPEC_TARGET = 2.5  # per_spec / rowwise, at least
 QUICK_REQUESTS, QUICK_TOKENS = 16, 8
 
 
-def demo_grid_requests(max_gen_toks: int) -> list:
+def demo_grid_requests(max_gen_toks: int, languages=GRID_LANGUAGES) -> list:
     """The demo's forcing-grid requests, built by lm-eval from the task as ``lape-eval demo`` runs it."""
     from lape_eval.evaluation.suite import task_manager
 
-    manager = task_manager(metadata={"languages": ",".join(GRID_LANGUAGES)})
+    manager = task_manager(metadata={"languages": ",".join(languages)})
     task = manager.load(["lape_forcing_grid"])["tasks"]["lape_forcing_grid"]
     task.build_all_requests(rank=0, world_size=1)
     requests = task.instances
@@ -526,8 +526,8 @@ def measure_rowwise_grid(quick: bool) -> dict:
         "times": times, "requests": len(requests), "max_gen_toks": tokens, "batch_size": batch_size,
         "specs": len({(r.doc["source_lang"], r.doc["target_lang"]) for r in requests}),
         "same_texts": texts["rowwise"] == texts["per_spec"],
-        "mean_answer_tokens": {name: sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in out) / len(out)
-                               for name, out in texts.items()},
+        "mean_answer_tokens": {name: sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in out)
+                               / len(out) for name, out in texts.items()},
         "steering": {"neurons": chosen.neuron_set, "method": chosen.method, "positions": chosen.positions},
         "threads": torch.get_num_threads(), "load": os.getloadavg(), "quick": quick,
     }
@@ -541,7 +541,8 @@ def _rowwise_grid_records(raw: dict) -> list[dict]:
                f"{raw['batch_size']}, steering {raw['steering']} with the shipped calibration's alphas; mean answer "
                f"tokens {', '.join(f'{k} {v:.1f}' for k, v in raw['mean_answer_tokens'].items())}; row-wise and "
                f"per-spec texts equal: {raw['same_texts']}; one run per arm; {raw['threads']} torch thread(s), load "
-               f"average {', '.join(f'{x:.1f}' for x in raw['load'])}" + (" (QUICK: a smoke run)" if raw["quick"] else ""))
+               f"average {', '.join(f'{x:.1f}' for x in raw['load'])}"
+               + (" (QUICK: a smoke run)" if raw["quick"] else ""))
     vs_unsteered = wall["rowwise"] / wall["unsteered"]
     speedup = wall["per_spec"] / wall["rowwise"]
     return [
@@ -549,7 +550,8 @@ def _rowwise_grid_records(raw: dict) -> list[dict]:
          "comparison": "<=", "ratio": vs_unsteered / ROWWISE_TARGET, "passed": vs_unsteered <= ROWWISE_TARGET,
          "cpu_ratio": cpu["rowwise"] / cpu["unsteered"],
          "baseline": (f"steer=doc row-wise {wall['rowwise']:.1f} s vs unsteered without de-duplication "
-                      f"{wall['unsteered']:.1f} s (CPU {cpu['rowwise']:.1f} s vs {cpu['unsteered']:.1f} s); {setting}")},
+                      f"{wall['unsteered']:.1f} s (CPU {cpu['rowwise']:.1f} s vs {cpu['unsteered']:.1f} s); "
+                      f"{setting}")},
         {"name": "grid_rowwise_speedup_over_per_spec", "value": speedup, "unit": "x", "target": PER_SPEC_TARGET,
          "comparison": ">=", "ratio": PER_SPEC_TARGET / speedup, "passed": speedup >= PER_SPEC_TARGET,
          "cpu_ratio": cpu["per_spec"] / cpu["rowwise"],

@@ -125,7 +125,8 @@ def test_loglikelihood_edits_exactly_the_named_positions(tiny_model_dir, neurons
     requests = [instance("loglikelihood", pair, i, {"steer": text}) for i, (pair, text) in enumerate(zip(PAIRS, texts))]
     calls = []
     original = HFLM._loglikelihood_tokens
-    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", lambda self, r, **k: calls.append(len(r)) or original(self, r, **k))
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens",
+                        lambda self, r, **k: calls.append(len(r)) or original(self, r, **k))
     got = [value for value, _ in lm.loglikelihood(requests)]
 
     ns = NeuronSet.load(neurons)

@@ -163,9 +163,9 @@ def test_stock_lm_eval_command_runs_the_rowwise_grid(setup, tasks, alone, tmp_pa
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    samples = [json.loads(line) for line in next(tmp_path.rglob("samples_tiny_rowwise_*.jsonl")).read_text().splitlines()]
-    written = [json.loads(s["resps"])[0][0] if isinstance(s["resps"], str) else s["resps"][0][0]
-               for s in sorted(samples, key=lambda s: s["doc_id"])]
+    written_file = next(tmp_path.rglob("samples_tiny_rowwise_*.jsonl"))
+    samples = [json.loads(line) for line in written_file.read_text().splitlines()]
+    written = [sample["resps"][0][0] for sample in sorted(samples, key=lambda s: s["doc_id"])]
     assert written == expected(alone["gemma3"])[:14]
 
 
