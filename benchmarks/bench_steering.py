@@ -60,8 +60,28 @@ constructing the model from ``pretrained=`` as N ``lm_eval`` commands would (in 
 separate runs even get warm imports and caches for free: the comparison favours them). Model loads
 are counted by wrapping ``HFLM._create_model``. The per-document outputs of both arms must agree.
 
+**(e) grid: row-wise steer=doc on the demo's forcing grid** (issue 14; its own benchmark,
+``python -m benchmarks.run grid``, see :func:`grid`). Gemma-3-270M (``load_model("gemma-3-270m-gguf")``,
+float32), the demo's 7 x 7 forcing grid (en, de, fr, es, zh, ru, ja; 10 questions per source language;
+490 ``generate_until`` requests, ``max_gen_toks`` 32 as the demo passes it, the task's greedy decoding
+with repetition penalty 1.1 and stop strings), steered as the demo steers it: ``steer=doc`` with the
+shipped calibration's neuron set, method and positions and its α per target language, at the demo's
+batch size. The requests are built once by lm-eval from the task; each arm then times one
+``generate_until`` call of the ``lape`` model on all of them (one shared model object):
+
+* ``rowwise``: ``steer=doc`` as shipped: one HFLM generation loop, rows of different specs in one batch;
+* ``unsteered``: no steer, identical greedy requests *not* merged (``_deduplicate = False``), so the
+  same 490 generations are made;
+* ``per_spec``: ``steer=doc`` the way it ran before issue 14 (``_rowwise_generation = False``): one HFLM
+  call per spec, 49 groups of 10 requests.
+
+Each arm runs once (a full arm takes minutes), in the order unsteered, rowwise, per_spec, after a
+one-batch warm-up; wall and CPU time are reported. Targets: rowwise <= 1.25 x unsteered, and rowwise at
+least 2.5 x faster than per_spec. The row-wise and per-spec arms must give the same texts.
+``--quick`` times the first 16 requests with 8 new tokens (a check that the code runs, not a measurement).
+
 Run: ``python benchmarks/bench_steering.py [--quick]``; ``python -m benchmarks.run steering`` calls
-:func:`run`.
+:func:`run`, ``python -m benchmarks.run grid`` calls :func:`grid`.
 """
 
 from __future__ import annotations
@@ -446,6 +466,106 @@ def measure_grid(paths: dict, model_key: str, quick: bool) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# (e) row-wise steer=doc on the demo's forcing grid (python -m benchmarks.run grid)
+
+GRID_LANGUAGES = ("en", "de", "fr", "es", "zh", "ru", "ja")  # the demo's (lape_eval.demo.DEFAULT_LANGUAGES)
+ROWWISE_TARGET = 1.25  # rowwise / unsteered, at most
+PER_SPEC_TARGET = 2.5  # per_spec / rowwise, at least
+QUICK_REQUESTS, QUICK_TOKENS = 16, 8
+
+
+def demo_grid_requests(max_gen_toks: int, languages=GRID_LANGUAGES) -> list:
+    """The demo's forcing-grid requests, built by lm-eval from the task as ``lape-eval demo`` runs it."""
+    from lape_eval.evaluation.suite import task_manager
+
+    manager = task_manager(metadata={"languages": ",".join(languages)})
+    task = manager.load(["lape_forcing_grid"])["tasks"]["lape_forcing_grid"]
+    task.build_all_requests(rank=0, world_size=1)
+    requests = task.instances
+    for request in requests:  # what `--gen_kwargs max_gen_toks=N` does to the task's settings
+        context, settings = request.arguments
+        request.arguments = (context, {**settings, "max_gen_toks": max_gen_toks})
+    return requests
+
+
+def measure_rowwise_grid(quick: bool) -> dict:
+    """Time one generate_until call over the grid per arm (see the module docstring, (e))."""
+    import gc
+    from dataclasses import fields
+
+    import torch
+
+    from lape_eval.demo import DemoPlan, shipped_calibration
+    from lape_eval.evaluation.lm import LapeLM
+    from lape_eval.models import load_model
+    from lape_eval.steering.calibration import read_calibration
+
+    batch_size = next(f.default for f in fields(DemoPlan) if f.name == "batch_size")
+    tokens = QUICK_TOKENS if quick else 32
+    requests = demo_grid_requests(tokens)
+    requests = requests[:QUICK_REQUESTS] if quick else requests
+    calibration = shipped_calibration()
+    chosen = read_calibration(calibration).chosen
+    loaded = load_model(GEMMA)
+    shared = dict(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size,
+                  neurons=chosen.neuron_set)
+    steering = dict(steer="doc", method=chosen.method, positions=chosen.positions, language_alphas=calibration)
+    lms = {"unsteered": LapeLM(**shared), "rowwise": LapeLM(**shared, **steering),
+           "per_spec": LapeLM(**shared, **steering)}
+    lms["unsteered"]._deduplicate = False
+    lms["per_spec"]._rowwise_generation = False
+    lms["rowwise"].generate_until(requests[:batch_size], disable_tqdm=True)  # warm-up
+    times, texts = {}, {}
+    for name, lm in lms.items():
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        texts[name] = lm.generate_until(requests, disable_tqdm=True)
+        times[name] = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+    tokenizer = loaded.tokenizer
+    return {
+        "times": times, "requests": len(requests), "max_gen_toks": tokens, "batch_size": batch_size,
+        "specs": len({(r.doc["source_lang"], r.doc["target_lang"]) for r in requests}),
+        "same_texts": texts["rowwise"] == texts["per_spec"],
+        "mean_answer_tokens": {name: sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in out)
+                               / len(out) for name, out in texts.items()},
+        "steering": {"neurons": chosen.neuron_set, "method": chosen.method, "positions": chosen.positions},
+        "threads": torch.get_num_threads(), "load": os.getloadavg(), "quick": quick,
+    }
+
+
+def _rowwise_grid_records(raw: dict) -> list[dict]:
+    wall = {name: t["wall"] for name, t in raw["times"].items()}
+    cpu = {name: t["cpu"] for name, t in raw["times"].items()}
+    setting = (f"{raw['requests']} forcing-grid requests ({raw['specs']} specs; demo languages "
+               f"{','.join(GRID_LANGUAGES)}), Gemma-3-270M float32, {raw['max_gen_toks']} new tokens at most, batch "
+               f"{raw['batch_size']}, steering {raw['steering']} with the shipped calibration's alphas; mean answer "
+               f"tokens {', '.join(f'{k} {v:.1f}' for k, v in raw['mean_answer_tokens'].items())}; row-wise and "
+               f"per-spec texts equal: {raw['same_texts']}; one run per arm; {raw['threads']} torch thread(s), load "
+               f"average {', '.join(f'{x:.1f}' for x in raw['load'])}"
+               + (" (QUICK: a smoke run)" if raw["quick"] else ""))
+    vs_unsteered = wall["rowwise"] / wall["unsteered"]
+    speedup = wall["per_spec"] / wall["rowwise"]
+    return [
+        {"name": "grid_rowwise_vs_unsteered", "value": vs_unsteered, "unit": "x", "target": ROWWISE_TARGET,
+         "comparison": "<=", "ratio": vs_unsteered / ROWWISE_TARGET, "passed": vs_unsteered <= ROWWISE_TARGET,
+         "cpu_ratio": cpu["rowwise"] / cpu["unsteered"],
+         "baseline": (f"steer=doc row-wise {wall['rowwise']:.1f} s vs unsteered without de-duplication "
+                      f"{wall['unsteered']:.1f} s (CPU {cpu['rowwise']:.1f} s vs {cpu['unsteered']:.1f} s); "
+                      f"{setting}")},
+        {"name": "grid_rowwise_speedup_over_per_spec", "value": speedup, "unit": "x", "target": PER_SPEC_TARGET,
+         "comparison": ">=", "ratio": PER_SPEC_TARGET / speedup, "passed": speedup >= PER_SPEC_TARGET,
+         "cpu_ratio": cpu["per_spec"] / cpu["rowwise"],
+         "baseline": (f"steer=doc one HFLM call per spec (before issue 14) {wall['per_spec']:.1f} s vs row-wise "
+                      f"{wall['rowwise']:.1f} s (CPU {cpu['per_spec']:.1f} s vs {cpu['rowwise']:.1f} s); {setting}")},
+    ]
+
+
+def grid(quick: bool = False) -> list[dict]:
+    """``python -m benchmarks.run grid`` (benchmarks/bench_grid.py): (e) of the module docstring."""
+    return _rowwise_grid_records(_child("--rowwise-grid", *(["--quick"] if quick else [])))
+
+
+# --------------------------------------------------------------------------------------------------
 # records
 
 
@@ -560,6 +680,8 @@ if __name__ == "__main__":
     arguments = [a for a in arguments if a != "--quick"]
     if arguments[:1] == ["--prepare"]:
         print(json.dumps(prepare(Path(arguments[1]))))
+    elif arguments[:1] == ["--rowwise-grid"]:
+        print(json.dumps(measure_rowwise_grid(quick)))
     elif arguments[:1] in (["--runs"], ["--throughput"], ["--grid"]):
         paths = json.loads(Path(arguments[1]).read_text())
         if arguments[0] == "--runs":

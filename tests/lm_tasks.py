@@ -21,23 +21,33 @@ GRID_ROWS = [
     for q in ("How are you today?", "What is your name?")
     for t in ("en", "de", "fr")
 ]
+# steer=doc with one spec per document ('steer' field): prompts of different lengths, specs that
+# differ only in strength, the identity, and one document repeated (same prompt and spec).
+ROWWISE_SPECS = ["+de:0.5", "+de:2", "-en +fr", "none", "-en +de:8", "-fr +en:3"]
+ROWWISE_QUESTIONS = ["Hi?", "What is your name?", "How are you today, my dear old friend from far away?"]
+ROWWISE_ROWS = [{"question": q, "steer": s, "answer": ""} for q in ROWWISE_QUESTIONS for s in ROWWISE_SPECS]
+ROWWISE_ROWS.append(dict(ROWWISE_ROWS[4]))
+
+COMMON = "dataset_path: json\ntest_split: test\nmetadata:\n  version: 1.0\n"
+MULTIPLE_CHOICE = ("output_type: multiple_choice\ndoc_to_text: \"Q: {{question}} A:\"\n"
+                   "doc_to_choice: [\" yes\", \" no\"]\ndoc_to_target: label\nmetric_list:\n  - metric: acc\n")
+GENERATE = ("output_type: generate_until\ndoc_to_text: \"Q: {{question}} \\nA:\"\ndoc_to_target: answer\n"
+            "generation_kwargs:\n  until: [\"\\nQ:\"]\n  max_gen_toks: 6\n  do_sample: false\n"
+            "metric_list:\n  - metric: exact_match\n")
+
+
+def write_task(folder: Path, task: str, rows: list[dict], body: str) -> None:
+    """One task ``task`` over ``rows`` (saved as ``<task>.jsonl``); ``body`` is MULTIPLE_CHOICE or GENERATE."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{task}.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    (folder / f"{task}.yaml").write_text(
+        f"task: {task}\n{COMMON}dataset_kwargs:\n  data_files:\n    test: {data}\n{body}", encoding="utf-8")
 
 
 def write_tasks(folder: Path) -> Path:
-    """Write the tasks ``tiny_mc``, ``tiny_gen`` and ``tiny_grid``; return the include path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("mc", MC_ROWS), ("gen", GEN_ROWS), ("grid", GRID_ROWS)):
-        (folder / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    common = "dataset_path: json\ntest_split: test\nmetadata:\n  version: 1.0\n"
-    (folder / "tiny_mc.yaml").write_text(
-        f"task: tiny_mc\n{common}dataset_kwargs:\n  data_files:\n    test: {folder / 'mc.jsonl'}\n"
-        "output_type: multiple_choice\ndoc_to_text: \"Q: {{question}} A:\"\ndoc_to_choice: [\" yes\", \" no\"]\n"
-        "doc_to_target: label\nmetric_list:\n  - metric: acc\n", encoding="utf-8")
-    generate = ("output_type: generate_until\ndoc_to_text: \"Q: {{question}} \\nA:\"\ndoc_to_target: answer\n"
-                "generation_kwargs:\n  until: [\"\\nQ:\"]\n  max_gen_toks: 6\n  do_sample: false\n"
-                "metric_list:\n  - metric: exact_match\n")
-    for task, data in (("tiny_gen", "gen.jsonl"), ("tiny_grid", "grid.jsonl")):
-        (folder / f"{task}.yaml").write_text(
-            f"task: {task}\n{common}dataset_kwargs:\n  data_files:\n    test: {folder / data}\n{generate}",
-            encoding="utf-8")
+    """Write the tasks ``tiny_mc``, ``tiny_gen``, ``tiny_grid`` and ``tiny_rowwise``; return the include path."""
+    write_task(folder, "tiny_mc", MC_ROWS, MULTIPLE_CHOICE)
+    for task, rows in (("tiny_gen", GEN_ROWS), ("tiny_grid", GRID_ROWS), ("tiny_rowwise", ROWWISE_ROWS)):
+        write_task(folder, task, rows, GENERATE)
     return folder

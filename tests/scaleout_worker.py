@@ -7,7 +7,7 @@ split across ranks, results gathered on rank 0) only when it sees more than one 
 ``accelerate launch`` / ``torchrun`` runs as rank 0 of 1 and evaluates everything. The subclass below
 does, on CPU, exactly what that branch does (``_rank``/``_world_size`` from the accelerator), so the
 test runs ``lape``'s real data-parallel code path: the evaluator's document split and padding, the
-gathers, and LapeLM's per-spec grouping on every rank.
+gathers, and on every rank LapeLM's per-spec log-likelihood calls and its row-wise generation batches.
 
 Usage: ``python scaleout_worker.py JSON`` with keys model_args, batch_size, tasks, tasks_folder, out.
 """

@@ -8,8 +8,36 @@ merges a subnetwork fine-tune (``lape-eval finetune``) into the weights after lo
 with ``peft`` and with steering.
 
 ``steer=doc`` steers per document: the spec comes from the document's ``steer`` field, or else from
-``doc_template`` (default ``-{source_lang} +{target_lang}``) filled with the document's fields.
-Requests are grouped by spec so that one run with one model load evaluates a whole grid.
+``doc_template`` (default ``-{source_lang} +{target_lang}``) filled with the document's fields, so
+that one run with one model load evaluates a whole grid. Every document's spec is checked against
+the neuron set before anything runs; an error names the task and the document.
+
+**Generation** (``generate_until``) runs HFLM's own loop once over all the requests of a call, so
+requests of different specs share batches exactly as HFLM batches any requests (sorted by prompt
+length, up to ``batch_size`` rows, grouped by generation settings), and each row is steered by its
+own document's spec in the same forward pass (:func:`~lape_eval.steering.hooks.compile_rowwise`).
+Each prompt travels through HFLM's reordering as a ``str`` that carries its spec
+(:class:`_SteeredPrompt`); HFLM encodes a batch's prompts right before generating them
+(``tok_batch_encode``), which tells this model the batch's specs in row order, and
+``_model_generate`` installs the row-wise steering for that one call. Everything else (stop
+sequences, ``max_gen_toks``, EOS, left padding, chat templates, data-parallel ranks) is HFLM's own
+code. Identical greedy requests (same prompt, generation settings and spec) are generated once.
+lm-eval's response cache (``--use_cache``) is refused with ``steer=doc``: it keys answers by prompt
+and settings alone, so it would hand one document's steered answer to another.
+
+**Log-likelihoods** keep one HFLM call per spec: a log-likelihood batch is a single forward pass (no
+decoding loop), a grid's per-spec groups hold every choice of every document of a cell, so row-wise
+batching would only fill each group's last batch; and HFLM's one-token-continuation cache merges
+requests by their tokens alone, which would hand rows of different specs one shared result.
+
+**Positions on log-likelihood requests.** lm-eval scores a (context, continuation) pair in one
+right-padded pass without a KV cache, so the positions are set from each row's context length:
+``prompt`` edits the context's tokens, ``generated`` the continuation's tokens (all but the last,
+which is never an input), ``answer`` the positions whose next-token predictions are scored (the
+context's last token and the continuation's tokens but the last); ``all`` edits every position, as
+the built-in ``steered`` model does. ``loglikelihood_rolling`` scores every token of a text: there
+``prompt`` edits every token (like ``all``), and ``answer`` / ``generated``, which have no meaning
+without a context/continuation split, are refused.
 """
 
 from __future__ import annotations
@@ -17,8 +45,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import CacheHook
 from lm_eval.api.registry import register_model
@@ -29,7 +58,7 @@ from lape_eval.arch import resolve
 from lape_eval.errors import LapeEvalError
 from lape_eval.models import resolve_pretrained
 from lape_eval.neurons.shipped import resolve_neuron_set
-from lape_eval.steering.hooks import SteeringHandle, compile_steer
+from lape_eval.steering.hooks import SteeringHandle, compile_rowwise, compile_steer
 from lape_eval.steering.spec import SteerSpec, parse_steer
 
 log = logging.getLogger(__name__)
@@ -84,8 +113,32 @@ def check_lape_arguments(*, neurons=None, steer=None, method="add", alpha=1.0, b
     return arguments
 
 
+class _SteeredPrompt(str):
+    """A prompt that carries its document's steer spec through HFLM's reordering and batching.
+
+    HFLM sorts, groups and batches the ``(prompt, gen_kwargs)`` pairs of a ``generate_until`` call
+    itself; a ``str`` passes through all of it as text (sorting, tokenising, stop handling and the
+    cache hook see the plain prompt), and the spec rides along to :meth:`LapeLM.tok_batch_encode`."""
+
+    spec: SteerSpec
+
+    def __new__(cls, text: str, spec: SteerSpec):
+        prompt = super().__new__(cls, text)
+        prompt.spec = spec
+        return prompt
+
+
+_LOST_TRACK = ("This is a bug in lape-eval, or a change in lm-eval's HFLM that it does not know (it is tested "
+               "with lm-eval 0.4.13): please report it with the lm-eval version.")
+
+
 @register_model("lape")
 class LapeLM(HFLM):
+    # Private switches for benchmarks/bench_steering.py (grid): generate one HFLM call per spec, as
+    # before row-wise batching, and generate identical greedy requests again each time.
+    _rowwise_generation = True
+    _deduplicate = True
+
     def __init__(
         self,
         pretrained,
@@ -106,6 +159,12 @@ class LapeLM(HFLM):
             neurons=neurons, steer=steer, method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
             positions=positions, language_alphas=language_alphas, doc_template=doc_template,
             neuron_delta=neuron_delta, tp_plan=kwargs.get("tp_plan"))
+        self._parsed: dict[str, SteerSpec] = {}  # steer text of documents -> spec
+        self._compiled: dict[SteerSpec, object] = {}
+        self._batch_specs: list | None = None  # the specs of the generation batch being encoded, in row order
+        self._scoring: SteeringHandle | None = None  # log-likelihood steering whose positions come from the rows
+        self._context_lengths: dict | None = None  # scored input tokens -> context length, for _model_call
+        self._probing = False  # inside HFLM's batch-size detection (made-up batches)
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
@@ -120,18 +179,32 @@ class LapeLM(HFLM):
         self._sites = resolve(self.model) if self._args.neuron_set is not None else None
         if self._args.neuron_set is not None:
             self._args.neuron_set.check_model(self._sites)
-        self._compiled: dict[str, object] = {}
         if self._args.per_document and self.world_size > 1 and getattr(self, "batch_schedule", 1) != 1:
-            # HFLM re-detects auto:N batch sizes at request positions, and ranks hold groups of
-            # different sizes: they would wait for each other's detections forever.
+            # Log-likelihoods run one HFLM call per spec, HFLM re-detects auto:N batch sizes at
+            # request positions, and ranks hold groups of different sizes: they would wait for each
+            # other's detections forever.
             raise LapeEvalError("steer=doc with data parallelism needs batch_size=auto or a number, not "
                                 f"auto:N (got auto:{self.batch_schedule:g}).")
 
+    def set_cache_hook(self, cache_hook) -> None:
+        if self._args.per_document and getattr(cache_hook, "dbdict", None) is not None:
+            raise LapeEvalError(
+                "steer=doc cannot use lm-eval's response cache (--use_cache): it keys each answer by the "
+                "request's prompt and settings alone, so documents that ask the same question with different "
+                "steer specs would share one cached answer. Run without --use_cache (--cache_requests, which "
+                "caches the built requests with their documents, works)."
+            )
+        super().set_cache_hook(cache_hook)
+
     # --- which spec applies to which request ------------------------------------------------
 
-    def _spec_for(self, request: Instance) -> SteerSpec:
+    def _specs_of(self, requests: list[Instance]) -> list[SteerSpec]:
+        """Each request's spec; with steer=doc every one is checked against the set before anything runs."""
         if not self._args.per_document:
-            return self._args.global_spec
+            return [self._args.global_spec] * len(requests)
+        return [self._document_spec(request) for request in requests]
+
+    def _document_spec(self, request: Instance) -> SteerSpec:
         doc = request.doc or {}
         text = doc.get("steer")
         if text is None:
@@ -139,27 +212,37 @@ class LapeLM(HFLM):
                 text = self._args.doc_template.format(**doc)
             except (KeyError, IndexError) as error:
                 raise LapeEvalError(
-                    f"steer=doc: the document of task '{request.task_name}' has no field {error} needed by "
-                    f"doc_template={self._args.doc_template!r} (fields: {', '.join(sorted(doc))}). Give the "
-                    "documents a 'steer' field or set doc_template to use their fields."
+                    f"steer=doc: document {request.doc_id} of task '{request.task_name}' has no field {error} "
+                    f"needed by doc_template={self._args.doc_template!r} (fields: {', '.join(sorted(doc))}). Give "
+                    "the documents a 'steer' field or set doc_template to use their fields."
                 ) from None
-        return parse_steer(text, **self._args.steer_args)
+        text = str(text)
+        if text not in self._parsed:
+            try:
+                spec = parse_steer(text, **self._args.steer_args)
+                self._compiled_spec(spec)  # the set has its languages (and means, if needed)
+            except LapeEvalError as error:
+                raise LapeEvalError(f"steer=doc: document {request.doc_id} of task '{request.task_name}' asks "
+                                    f"for the steer spec {text!r}, which cannot be applied: {error}") from None
+            self._parsed[text] = spec
+        return self._parsed[text]
+
+    def _compiled_spec(self, spec: SteerSpec):
+        if spec not in self._compiled:
+            self._compiled[spec] = compile_steer(spec, self._args.neuron_set, self._sites)
+        return self._compiled[spec]
 
     def _handle_for(self, spec: SteerSpec) -> SteeringHandle | None:
         if spec.is_identity:
             return None
-        key = repr(spec)
-        if key not in self._compiled:
-            self._compiled[key] = compile_steer(spec, self._args.neuron_set, self._sites)
-        return SteeringHandle(self.model, self._compiled[key], self._sites)
+        return SteeringHandle(self.model, self._compiled_spec(spec), self._sites)
 
-    def _grouped(self, requests: list[Instance], run, **kwargs):
-        """Run ``run`` once per steer spec over the requests that use it; results in request order."""
+    def _grouped(self, requests: list[Instance], specs: list[SteerSpec], run):
+        """``run(requests, spec)`` once per spec over the requests that use it; results in request order."""
         groups: dict[str, list[int]] = defaultdict(list)
-        specs: dict[str, SteerSpec] = {}
-        for position, request in enumerate(requests):
-            spec = self._spec_for(request)
-            specs.setdefault(repr(spec), spec)
+        by_key: dict[str, SteerSpec] = {}
+        for position, spec in enumerate(specs):
+            by_key.setdefault(repr(spec), spec)
             groups[repr(spec)].append(position)
         results: list = [None] * len(requests)
         keys = list(groups)
@@ -175,16 +258,11 @@ class LapeLM(HFLM):
                 # has nothing to do.
                 cache_hook, self.cache_hook = self.cache_hook, CacheHook(None)
                 try:
-                    run(requests[:1], **kwargs)
+                    run(requests[:1], specs[0] if specs else self._args.global_spec)
                 finally:
                     self.cache_hook = cache_hook
                 continue
-            handle = self._handle_for(specs[key])
-            try:
-                outputs = run([requests[i] for i in positions], **kwargs)
-            finally:
-                if handle is not None:
-                    handle.remove()
+            outputs = run([requests[i] for i in positions], by_key[key])
             for position, output in zip(positions, outputs):
                 results[position] = output
         return results
@@ -197,30 +275,144 @@ class LapeLM(HFLM):
         dist.all_gather_object(gathered, keys)
         return sorted({key for rank_keys in gathered for key in rank_keys})
 
+    # --- log-likelihoods: one HFLM call per spec, positions from each row's context length -----
+
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return self._grouped(requests, super().loglikelihood, disable_tqdm=disable_tqdm)
+        score = super().loglikelihood
+        return self._grouped(requests, self._specs_of(requests),
+                             lambda group, spec: self._scored(group, spec, score, disable_tqdm, rows_known=True))
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        return self._grouped(requests, super().loglikelihood_rolling, disable_tqdm=disable_tqdm)
+        specs = self._specs_of(requests)
+        self._refuse_positions_without_a_split(requests, specs)
+        score = super().loglikelihood_rolling
+        return self._grouped(requests, specs,
+                             lambda group, spec: self._scored(group, spec, score, disable_tqdm, rows_known=False))
+
+    def _scored(self, requests, spec: SteerSpec, score, disable_tqdm: bool, rows_known: bool):
+        """``score`` (an HFLM method) under ``spec``; with ``rows_known`` (a context/continuation split),
+        positions other than ``all`` are set from each row in :meth:`_model_call`."""
+        handle = self._handle_for(spec)
+        if handle is None:
+            return score(requests, disable_tqdm=disable_tqdm)
+        self._scoring = handle if rows_known and spec.positions != "all" else None
+        try:
+            return score(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._scoring = None
+            handle.remove()
+
+    def _refuse_positions_without_a_split(self, requests, specs: list[SteerSpec]) -> None:
+        for request, spec in zip(requests, specs):
+            if not spec.is_identity and spec.positions in ("answer", "generated"):
+                raise LapeEvalError(
+                    f"positions={spec.positions} has no meaning for the loglikelihood_rolling requests of task "
+                    f"'{request.task_name}' (perplexity-style scoring): they score every token of a text, with no "
+                    "context/continuation split, so nothing is an answer or generated. Use positions=all or "
+                    "positions=prompt (both steer every token of the text), or run that task separately."
+                )
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        if self._scoring is None:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        inputs = [_scored_input(context, continuation, self.max_length) for _, context, continuation in requests]
+        rounds = _rounds(inputs)
+        if len(rounds) > 1 and self.world_size > 1 and self.batch_size == "auto":
+            raise LapeEvalError(
+                f"positions={self._scoring.tracker.positions} with data parallelism and batch_size=auto: two "
+                "requests feed the same tokens with different context lengths, so they must be scored in separate "
+                "passes, and the ranks would then detect batch sizes a different number of times. Give a fixed "
+                "batch_size."
+            )
+        results: list = [None] * len(requests)
+        for indices in rounds:
+            self._context_lengths = {inputs[i][0]: inputs[i][1] for i in indices}
+            try:
+                outputs = super()._loglikelihood_tokens([requests[i] for i in indices], disable_tqdm=disable_tqdm,
+                                                        override_bs=override_bs)
+            finally:
+                self._context_lengths = None
+            for i, output in zip(indices, outputs):
+                results[i] = output
+        return results
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        if self._context_lengths is None or self._probing:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        mask = _position_mask(inps, self._context_lengths, self._scoring.tracker.positions)
+        with self._scoring.given_mask(mask):
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        # Its probe batches are made-up rows (all ones), not requests: no row has a context to find.
+        self._probing = True
+        try:
+            return super()._detect_batch_size(requests, pos)
+        finally:
+            self._probing = False
+
+    # --- generation: one HFLM loop over all specs, each batch row steered by its own spec --------
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        return self._grouped(requests, self._generate_unique, disable_tqdm=disable_tqdm)
+        specs = self._specs_of(requests)
+        if self._rowwise_generation:
+            return self._generate(requests, specs, disable_tqdm)
+        return self._grouped(requests, specs,
+                             lambda group, spec: self._generate(group, [spec] * len(group), disable_tqdm))
 
-    def _generate_unique(self, requests, disable_tqdm: bool = False):
-        """Greedy decoding of the same prompt gives the same text: generate each distinct request once.
+    def _generate(self, requests, specs: list[SteerSpec], disable_tqdm: bool = False):
+        """HFLM's generation over the requests, each prompt carrying its spec into its batch row.
 
-        A forcing grid asks every question once per target language; unsteered (or steered with the
-        same spec) those requests are identical.
+        Greedy decoding of the same prompt under the same spec gives the same text: each distinct
+        request is generated once (a forcing grid asks every question once per target language;
+        unsteered, those requests are identical).
         """
         keys, unique = [], {}
-        for request in requests:
+        for position, (request, spec) in enumerate(zip(requests, specs)):
             context, gen_kwargs = request.args
             greedy = not gen_kwargs.get("do_sample", False)
-            key = (context, json.dumps(gen_kwargs, sort_keys=True, default=str)) if greedy else id(request)
+            if greedy and self._deduplicate:
+                key = (context, json.dumps(gen_kwargs, sort_keys=True, default=str), spec)
+            else:
+                key = position
             keys.append(key)
-            unique.setdefault(key, request)
+            if key not in unique:
+                unique[key] = replace(request, arguments=(_SteeredPrompt(context, spec), gen_kwargs))
         outputs = dict(zip(unique, super().generate_until(list(unique.values()), disable_tqdm=disable_tqdm)))
         return [outputs[key] for key in keys]
+
+    def tok_batch_encode(self, strings, *args, **kwargs):
+        # HFLM encodes each generation batch's prompts right before generating them: the specs they
+        # carry are this batch's rows, in order.
+        self._batch_specs = [getattr(text, "spec", None) for text in strings]
+        return super().tok_batch_encode([str(text) for text in strings], *args, **kwargs)
+
+    def _model_generate(self, context, *args, **kwargs):
+        specs, self._batch_specs = self._batch_specs, None
+        handle = self._batch_steering(specs, context.shape[0])
+        try:
+            return super()._model_generate(context, *args, **kwargs)
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    def _batch_steering(self, specs: list | None, rows: int) -> SteeringHandle | None:
+        """The steering of one generation batch: one spec for all rows, or one per row."""
+        if specs is None or any(spec is None for spec in specs):
+            if self._args.per_document:
+                raise LapeEvalError(f"steer=doc: a generation batch of {rows} rows reached the model without its "
+                                    f"documents' steer specs. {_LOST_TRACK}")
+            specs = [self._args.global_spec] * rows
+        if len(specs) != rows:
+            raise LapeEvalError(f"steer=doc: a generation batch of {rows} rows came with {len(specs)} steer specs. "
+                                f"{_LOST_TRACK}")
+        distinct = list(dict.fromkeys(specs))
+        if all(spec.is_identity for spec in distinct):
+            return None
+        if len(distinct) == 1:
+            return self._handle_for(distinct[0])
+        rowwise = compile_rowwise(specs, self._args.neuron_set, self._sites, compiled=self._compiled)
+        return SteeringHandle(self.model, rowwise, self._sites)
 
     # --- provenance ---------------------------------------------------------------------------
 
@@ -240,3 +432,59 @@ class LapeLM(HFLM):
             steer["neuron_delta"] = {"source": self._args.neuron_delta[0], **self._args.neuron_delta[1].describe()}
         info["lape"] = steer
         return info
+
+
+# --- log-likelihood rows: which input tokens are context ---------------------------------------
+
+
+def _strip_padding(tokens) -> tuple[int, ...]:
+    """HFLM right-pads log-likelihood batches with token 0: a row and its unpadded input agree after
+    dropping trailing zeros."""
+    end = len(tokens)
+    while end and tokens[end - 1] == 0:
+        end -= 1
+    return tuple(tokens[:end])
+
+
+def _scored_input(context: list[int], continuation: list[int], max_length: int) -> tuple[tuple[int, ...], int]:
+    """The tokens HFLM feeds for a (context, continuation) pair (as a padding-free key) and how many
+    of them are context. HFLM feeds ``(context + continuation)[-(max_length + 1):][:-1]``: truncated
+    from the left, the continuation's last token dropped (it is only predicted)."""
+    whole = context + continuation
+    kept = whole[-(max_length + 1):]
+    return _strip_padding(kept[:-1]), max(len(context) - (len(whole) - len(kept)), 0)
+
+
+def _rounds(inputs: list[tuple[tuple[int, ...], int]]) -> list[list[int]]:
+    """Split requests into HFLM calls in which equal input tokens always have the same context length.
+
+    A row is recognised in ``_model_call`` by its tokens alone, and HFLM may even score two requests
+    with equal inputs in one row; if their contexts differ in length (``"a b" + " c"`` vs ``"a" + " b c"``)
+    they need different masks and go to separate calls. Nearly always there is one call."""
+    rounds: list[tuple[dict, list[int]]] = []
+    for index, (key, context_length) in enumerate(inputs):
+        for lengths, indices in rounds:
+            if lengths.setdefault(key, context_length) == context_length:
+                indices.append(index)
+                break
+        else:
+            rounds.append(({key: context_length}, [index]))
+    return [indices for _, indices in rounds]
+
+
+def _position_mask(inps, context_lengths: dict, positions: str):
+    """[rows, tokens] bool: the positions ``positions`` names in each right-padded row of ``inps``."""
+    lengths = []
+    for row in inps.tolist():
+        key = _strip_padding(row)
+        if key not in context_lengths:
+            raise LapeEvalError("A log-likelihood batch holds a row that matches none of its requests, so the "
+                                f"positions to steer (positions={positions}) are unknown. {_LOST_TRACK}")
+        lengths.append(context_lengths[key])
+    columns = torch.arange(inps.shape[1], device=inps.device).unsqueeze(0)
+    context = torch.tensor(lengths, device=inps.device).unsqueeze(1)
+    if positions == "prompt":
+        return columns < context
+    if positions == "generated":
+        return columns >= context
+    return columns >= context - 1  # answer: the last context token predicts the first continuation token

@@ -11,7 +11,9 @@ the decoder tells, per forward pass, which token positions may be edited. With t
 first forward pass of a generation holds the prompt and every later one a generated token, which is
 how ``positions`` tells prompt tokens from generated ones; padding (known from the attention mask)
 is never edited. ``answer`` assumes left padding in the prompt pass (as generation uses), where the
-last position is every row's last token.
+last position is every row's last token. A caller that knows where each row's parts are, as lm-eval's
+log-likelihood passes do (right padding, no cache, context then continuation), gives the positions
+itself with :meth:`SteeringHandle.given_mask`.
 
 :func:`steer` applies a spec to any transformers causal LM and removes every hook on exit, even on
 an exception; weights are never touched. Given a list of specs, one per batch row, it steers each row
@@ -76,27 +78,27 @@ def compile_steer(spec: SteerSpec, neuron_set, sites: NeuronSites | None = None)
     edits: list[list[_Edit]] = [[] for _ in range(neuron_set.num_layers)]
     ordered = [t for t in spec.terms if t.sign == "-"] + [t for t in spec.terms if t.sign == "+"]
     for term in ordered:
-        for layer in range(neuron_set.num_layers):
-            index = neuron_set.indices(term.language)[layer]
-            if index.numel() == 0:
-                continue
-            edits[layer].append(_edit_for(term, spec, neuron_set, layer, index))
+        for layer, edit in enumerate(_edits_of(term, spec, neuron_set)):
+            if edit is not None:
+                edits[layer].append(edit)
     return CompiledSteer(spec, edits)
 
 
-def _edit_for(term: SteerTerm, spec: SteerSpec, neuron_set, layer: int, index: torch.Tensor) -> _Edit:
+def _edits_of(term: SteerTerm, spec: SteerSpec, neuron_set) -> list[_Edit | None]:
+    """Per layer, the edit of one term (None where the language has no neurons). The set's means are
+    looked up once for all layers: that lookup is most of the cost of compiling a spec."""
     strength = spec.strength_of(term)
-    if term.sign == "-":
-        return _Edit("set", index, torch.full((index.numel(),), strength, dtype=torch.float32))
-    if spec.method == "multiply":
-        return _Edit("scale", index, torch.full((index.numel(),), strength, dtype=torch.float32))
-    mu = neuron_set.means(term.language)[layer].float()
-    if spec.method == "add":
-        return _Edit("add", index, strength * mu)
-    if spec.method == "replace":
-        return _Edit("set", index, strength * mu)
-    rest = neuron_set.mean_of_others(term.language)[layer].float()
-    return _Edit("add", index, strength * (mu - rest))
+    indices = neuron_set.indices(term.language)
+    if term.sign == "-" or spec.method == "multiply":
+        op = "set" if term.sign == "-" else "scale"
+        values = [torch.full((index.numel(),), strength, dtype=torch.float32) for index in indices]
+    else:
+        means = [mu.float() for mu in neuron_set.means(term.language)]
+        if spec.method == "diffmean":
+            means = [mu - rest.float() for mu, rest in zip(means, neuron_set.mean_of_others(term.language))]
+        values = [strength * mu for mu in means]
+        op = "set" if spec.method == "replace" else "add"
+    return [_Edit(op, index, value) if index.numel() else None for index, value in zip(indices, values)]
 
 
 @dataclass
@@ -129,15 +131,23 @@ class RowwiseSteer:
         return self.specs[0].positions
 
 
-def compile_rowwise(specs: list[SteerSpec], neuron_set, sites: NeuronSites | None = None) -> RowwiseSteer:
-    """Compile one spec per batch row; every spec must edit the same ``positions``."""
+def compile_rowwise(specs: list[SteerSpec], neuron_set, sites: NeuronSites | None = None,
+                    compiled: dict | None = None) -> RowwiseSteer:
+    """Compile one spec per batch row; every spec must edit the same ``positions``.
+
+    ``compiled`` (spec -> :class:`CompiledSteer`) keeps each spec's own compilation across calls: a
+    caller that steers many batches (lm-eval's ``steer=doc``) compiles each spec once, since looking
+    up a spec's means costs far more than combining a batch's rows."""
     if not specs:
         raise LapeEvalError("steer() got an empty list of specs: give one spec per batch row.")
     if len({spec.positions for spec in specs}) > 1:
         raise LapeEvalError(f"Specs steered in one batch must share `positions` ({', '.join(POSITIONS)}): "
                             "run batches with different positions separately.")
-    distinct = {spec: compile_steer(spec, neuron_set, sites) for spec in dict.fromkeys(specs)}
-    compiled = [distinct[spec] for spec in specs]
+    cache = {} if compiled is None else compiled
+    for spec in dict.fromkeys(specs):
+        if spec not in cache:
+            cache[spec] = compile_steer(spec, neuron_set, sites)
+    compiled = [cache[spec] for spec in specs]
     edits: list[list[_RowwiseEdit]] = [[] for _ in range(neuron_set.num_layers)]
     for layer in range(neuron_set.num_layers):
         row_edits = [c.edits[layer] for c in compiled]
@@ -175,9 +185,14 @@ class _PositionTracker:
         self.positions = positions
         self.mask: torch.Tensor | None = None  # [B, T] bool, None = edit every position
         self.skip = False  # nothing to edit in this pass
+        self.given: torch.Tensor | None = None  # a caller's own mask for the passes in progress (see given_mask)
         self._masks: dict[torch.device, torch.Tensor] = {}  # this pass's mask on other devices (sharding)
 
     def pre_hook(self, module, args, kwargs):
+        self._masks = {}
+        if self.given is not None:
+            self._use_given(_input_tensor(args, kwargs))
+            return
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         inputs = _input_tensor(args, kwargs)
@@ -185,7 +200,6 @@ class _PositionTracker:
         is_prompt = past == 0
         self.skip = (self.positions == "prompt" and not is_prompt) or (self.positions == "generated" and is_prompt)
         attention = kwargs.get("attention_mask")
-        self._masks = {}
         if torch.is_tensor(attention) and attention.dim() == 2 and length is not None and not bool(attention.all()):
             self.mask = attention[:, -length:].bool()
         else:
@@ -194,6 +208,14 @@ class _PositionTracker:
             last = torch.zeros(inputs.shape[0], length, dtype=torch.bool, device=inputs.device)
             last[:, -1] = True
             self.mask = last if self.mask is None else self.mask & last
+
+    def _use_given(self, inputs: torch.Tensor | None) -> None:
+        if inputs is None or tuple(inputs.shape[:2]) != tuple(self.given.shape):
+            shape = None if inputs is None else tuple(inputs.shape[:2])
+            raise LapeEvalError(f"A position mask of shape {tuple(self.given.shape)} was given for a forward pass "
+                                f"over inputs of shape {shape}: give one mask entry per row and token of the batch.")
+        self.mask = self.given.to(inputs.device)
+        self.skip = not bool(self.mask.any())
 
     def mask_on(self, device: torch.device) -> torch.Tensor | None:
         """The mask on ``device``: a model sharded over devices (``parallelize=True``) runs later
@@ -278,6 +300,20 @@ class SteeringHandle:
             return apply(output, local, tracker.mask_on(output.device))
 
         return edit
+
+    @contextlib.contextmanager
+    def given_mask(self, mask: torch.Tensor):
+        """Edit exactly the positions where ``mask`` ([rows, tokens], bool) is true in the forward
+        passes inside the block, instead of the positions the spec's ``positions`` would derive.
+
+        For callers that know more than the attention mask and the KV cache tell: lm-eval scores a
+        continuation in one right-padded pass without a cache, and only the caller knows where each
+        row's context ends (see :mod:`lape_eval.evaluation.lm`)."""
+        self.tracker.given = mask.bool()
+        try:
+            yield self
+        finally:
+            self.tracker.given = None
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -25,6 +25,8 @@ calibration from ``lape-eval calibrate``, see :mod:`lape_eval.steering.calibrati
 input), ``generated`` (tokens produced by generation), ``answer`` (the tokens whose next-token
 prediction is the answer: the prompt's last token and the generated ones; with ``generated`` the first
 answer token is still predicted unsteered, which often starts the answer in the prompt's language).
+On a scored (context, continuation) pair the context plays the prompt and the continuation the
+generated tokens (:mod:`lape_eval.evaluation.lm`).
 
 Parsing is string handling only (no torch import), so reports and plots can read the specs that
 runs recorded without loading a tensor library. :mod:`lape_eval.steering.hooks` compiles a spec

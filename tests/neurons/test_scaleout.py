@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from handmade_sets import make_set
-from lm_tasks import write_tasks
+from lm_tasks import ROWWISE_ROWS, write_tasks
 
 # Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
 pytestmark = pytest.mark.numerics
@@ -59,11 +59,11 @@ def setup(tmp_path_factory, tiny_model_dir):
             "out": tmp_path_factory.mktemp("out")}
 
 
-def _evaluate(setup, name: str, model_args: dict, tasks: list[str], processes: int) -> dict:
+def _evaluate(setup, name: str, model_args: dict, tasks: list[str], processes: int, batch_size: int = 1) -> dict:
     out = setup["out"] / f"{name}-{processes}.json"
     spec = {"model_args": {"pretrained": setup["model"], "neurons": setup["neurons"], "dtype": "float32",
                            **model_args},
-            "batch_size": 1, "tasks": tasks, "tasks_folder": str(setup["tasks"]), "out": str(out)}
+            "batch_size": batch_size, "tasks": tasks, "tasks_folder": str(setup["tasks"]), "out": str(out)}
     if processes == 1:
         command = [sys.executable, str(WORKER), json.dumps(spec)]
     else:
@@ -92,17 +92,20 @@ def _per_request(run: dict) -> dict:
             for task, rows in run["samples"].items()}
 
 
-@pytest.mark.parametrize("name, model_args, tasks", [
-    ("global", {"steer": "-en +de", "alpha": 4.0}, ["tiny_mc", "tiny_gen"]),
-    ("grid", {"steer": "doc", "alpha": 8.0}, ["tiny_grid", "tiny_rolling"]),
+@pytest.mark.parametrize("name, model_args, tasks, batch_size", [
+    ("global", {"steer": "-en +de", "alpha": 4.0}, ["tiny_mc", "tiny_gen"], 1),
+    ("grid", {"steer": "doc", "alpha": 8.0}, ["tiny_grid", "tiny_rolling"], 1),
+    # Each rank batches its own documents of different specs together (row-wise steering).
+    ("rowwise", {"steer": "doc", "alpha": 2.0}, ["tiny_rowwise"], 4),
 ])
-def test_two_data_parallel_processes_equal_one_process(setup, name, model_args, tasks):
-    single = _evaluate(setup, name, model_args, tasks, processes=1)
-    double = _evaluate(setup, name, model_args, tasks, processes=2)
+def test_two_data_parallel_processes_equal_one_process(setup, name, model_args, tasks, batch_size):
+    single = _evaluate(setup, name, model_args, tasks, processes=1, batch_size=batch_size)
+    double = _evaluate(setup, name, model_args, tasks, processes=2, batch_size=batch_size)
     assert single["world_size"] == 1 and double["world_size"] == 2
     assert _per_request(double) == _per_request(single)
     assert double["lape"] == single["lape"]
-    expected_docs = {"tiny_mc": 4, "tiny_gen": 3, "tiny_grid": 6, "tiny_rolling": len(ROLLING_ROWS)}
+    expected_docs = {"tiny_mc": 4, "tiny_gen": 3, "tiny_grid": 6, "tiny_rolling": len(ROLLING_ROWS),
+                     "tiny_rowwise": len(ROWWISE_ROWS)}
     for task in tasks:
         assert [doc_id for doc_id, _ in _per_request(double)[task]] == list(range(expected_docs[task]))
 

@@ -173,6 +173,29 @@ def test_positions_edit_exactly_the_tokens_they_name_with_left_padding_and_kv_ca
         assert bool((e[changed] == 7.0).all())
 
 
+@pytest.mark.parametrize("spec_positions", ["all", "answer", "generated"])
+def test_a_given_mask_overrides_what_positions_would_derive(spec_positions):
+    model = build_model("llama")
+    ns = make_set(resolve(model).width)
+    sites, raw, edited, before, index = _edit_recorders(model, ns)
+    ids = torch.tensor([[5, 17, 42, 8, 0], [33, 4, 250, 0, 0]])  # right-padded, no cache: lm-eval's scoring pass
+    given = torch.tensor([[True, True, False, False, False], [False, True, True, False, False]])
+    with torch.no_grad(), steer(model, ns, "-en", deactivate_value=7.0, positions=spec_positions) as handle:
+        after = sites.activations[0].register_forward_hook(lambda m, a, out: edited.append(out[..., index].clone()))
+        with handle.given_mask(given):
+            model(input_ids=ids)
+        with handle.given_mask(torch.zeros_like(given)):
+            model(input_ids=ids)
+        with pytest.raises(LapeEvalError, match="one mask entry per row and token"), handle.given_mask(given[:1]):
+            model(input_ids=ids)
+        after.remove()
+    before.remove()
+    assert torch.equal((raw[0] != edited[0]).any(-1), given)
+    assert bool((edited[0][given] == 7.0).all())
+    assert torch.equal(raw[1], edited[1])  # an all-false mask edits nothing
+    assert handle.tracker.given is None
+
+
 def test_context_manager_restores_the_model_bit_identically_even_on_error():
     model = build_model("llama")
     ns = make_set(resolve(model).width)
