@@ -46,14 +46,11 @@ def gemma():
     return load_model("gemma-3-270m-gguf")
 
 
-GEMMA_UDHR_TOKENS = 1536
-
-
 @pytest.fixture(scope="session")
 def gemma_udhr_stats(gemma, tmp_path_factory):
-    """Statistics of Gemma-3-270M over the bundled UDHR in all 21 languages, GEMMA_UDHR_TOKENS per
-    language (the whole UDHR is 2-3x more and takes about 3 min on 2 cores; the claims checked on it
-    need every language, not every token)."""
+    """Statistics of Gemma-3-270M over the bundled UDHR in all 21 languages, GEMMA_UDHR_TOKENS each."""
+    from real_model_settings import GEMMA_UDHR_TOKENS
+
     from lape_eval.neurons.corpus import CorpusSpec
     from lape_eval.neurons.stats import CollectSettings, collect
 

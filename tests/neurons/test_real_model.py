@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GEMMA_UDHR_TOKENS
+from real_model_settings import GEMMA_UDHR_TOKENS
 
 from lape_eval.arch import resolve
 from lape_eval.languages import PAPER_LANGUAGES
