@@ -48,6 +48,9 @@ def test_the_batched_sweep_equals_one_steered_cell_at_a_time(monkeypatch):
                         answers = generate_answers(model, tokenizer, questions[source][:3], max_new_tokens=6)
                     hits += sum(_judge(answer, target) for answer in answers)
                     total += len(answers)
+                # Rates of discrete judgements: integer counts, one float64 division. The batched sweep
+                # generates in other batch shapes (left padding, mixed specs), which changes the logits in
+                # rounding only; a greedy choice could flip only at a near-tie of the two best tokens.
                 assert result.rates[setting.key][target][f"{alpha:g}"] == pytest.approx(100.0 * hits / total), \
                     (setting, target, alpha)
     all_rates = [rate for by_target in result.rates.values() for by_alpha in by_target.values() for rate in by_alpha.values()]
