@@ -45,6 +45,13 @@ def main() -> None:
                    for task, rows in result["samples"].items()}
         Path(args["out"]).write_text(json.dumps({"world_size": lm.world_size, "samples": samples,
                                                  "lape": result["config"]["lape"]}))
+    # Tear the process group down before the interpreter exits: a rank that leaves while gloo's threads
+    # still run aborts with "terminate called without an active exception" (seen now and then).
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
