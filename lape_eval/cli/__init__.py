@@ -3,7 +3,7 @@
 Heavy imports (torch, transformers) happen inside the commands, so ``lape-eval --help`` stays fast.
 """
 
-from lape_eval.cli import adapters, demo, neurons, reports, steering  # noqa: F401  (each registers its commands)
+from lape_eval.cli import adapters, demo, experiments, neurons, reports, steering  # noqa: F401  (each registers its commands)
 from lape_eval.cli.group import cli, main
 
 __all__ = ["cli", "main"]
