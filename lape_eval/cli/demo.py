@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from lape_eval.cli.group import cli
+from lape_eval.demo.plan import BATCH_SIZE
 
 
 @cli.command()
@@ -22,12 +23,17 @@ from lape_eval.cli.group import cli
               help="A calibration JSON to use instead of the shipped one; 'none': add with alpha=2 on the 1 % set.")
 @click.option("--max-gen-toks", type=int, default=32, show_default=True, help="Tokens generated per forcing answer.")
 @click.option("--translation-docs", type=int, default=10, show_default=True, help="UDHR paragraphs per translation pair.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE, show_default=True,
+              help="Rows per generation batch of the lm-eval runs (the default was measured fastest on 2 CPU cores).")
+@click.option("--verbose", is_flag=True,
+              help="Stream every step's output (lm-eval's logging included) instead of one line per step.")
 def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibrate, calibration, max_gen_toks,
-         translation_docs):
+         translation_docs, batch_size, verbose):
     """The whole method on Gemma-3-270M, offline: neuron sets, steered lm-eval runs, table, heatmap.
 
-    Every step is a real lape-eval / lm_eval command, printed before it runs; steps whose outputs
-    exist are skipped, so an interrupted demo resumes.
+    Every step is a real lape-eval / lm_eval command. The terminal shows one line per step; the step's
+    command and everything it printed are in OUT/logs/STEP.log (--verbose streams them instead). Steps
+    whose outputs exist are skipped, so an interrupted demo resumes.
     """
     from pathlib import Path
 
@@ -35,7 +41,8 @@ def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibra
     from lape_eval.languages import PAPER_LANGUAGES, parse_languages
 
     plan = DemoPlan(Path(out_dir), identify=identify, calibrate=calibrate, calibration=calibration,
-                    max_gen_toks=max_gen_toks, translation_docs=translation_docs, say=click.echo)
+                    max_gen_toks=max_gen_toks, translation_docs=translation_docs, batch_size=batch_size,
+                    verbose=verbose, say=click.echo)
     if all_languages:
         plan.languages = list(PAPER_LANGUAGES)
     elif languages:
@@ -46,5 +53,5 @@ def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibra
         plan.neuron_set = neuron_set
     try:
         run_demo(plan)
-    except StepFailed as error:  # exit code 1: the step's own output above says why
+    except StepFailed as error:  # exit code 1: the message says where the step's output is
         raise click.ClickException(str(error)) from None

@@ -18,7 +18,7 @@ import pytest
 # Compares floats computed on the fly: CI runs this file a second time under AVX2 kernels.
 pytestmark = pytest.mark.numerics
 
-BASELINE = Path(__file__).parent / "data" / "demo_baseline"
+BASELINE = Path(__file__).parent.parent / "data" / "demo_baseline"
 SETTINGS = json.loads((BASELINE / "settings.json").read_text(encoding="utf-8"))
 
 
