@@ -474,18 +474,28 @@ PER_SPEC_TARGET = 2.5  # per_spec / rowwise, at least
 QUICK_REQUESTS, QUICK_TOKENS = 16, 8
 
 
-def demo_grid_requests(max_gen_toks: int, languages=GRID_LANGUAGES) -> list:
-    """The demo's forcing-grid requests, built by lm-eval from the task as ``lape-eval demo`` runs it."""
+def task_requests(tasks: list[str], metadata: dict | None = None, limit: int | None = None,
+                  max_gen_toks: int | None = None) -> list:
+    """The requests lm-eval builds for ``tasks`` as ``lape-eval demo`` runs them (``--metadata``,
+    ``--limit``, ``--gen_kwargs max_gen_toks=N``)."""
     from lape_eval.evaluation.suite import task_manager
 
-    manager = task_manager(metadata={"languages": ",".join(languages)})
-    task = manager.load(["lape_forcing_grid"])["tasks"]["lape_forcing_grid"]
-    task.build_all_requests(rank=0, world_size=1)
-    requests = task.instances
-    for request in requests:  # what `--gen_kwargs max_gen_toks=N` does to the task's settings
-        context, settings = request.arguments
-        request.arguments = (context, {**settings, "max_gen_toks": max_gen_toks})
+    manager = task_manager(metadata=metadata)
+    loaded = manager.load(tasks)["tasks"]
+    requests = []
+    for name in tasks:
+        loaded[name].build_all_requests(rank=0, world_size=1, limit=limit)
+        requests += loaded[name].instances
+    if max_gen_toks is not None:
+        for request in requests:  # what `--gen_kwargs max_gen_toks=N` does to the task's settings
+            context, settings = request.arguments
+            request.arguments = (context, {**settings, "max_gen_toks": max_gen_toks})
     return requests
+
+
+def demo_grid_requests(max_gen_toks: int, languages=GRID_LANGUAGES) -> list:
+    """The demo's forcing-grid requests, built by lm-eval from the task as ``lape-eval demo`` runs it."""
+    return task_requests(["lape_forcing_grid"], {"languages": ",".join(languages)}, max_gen_toks=max_gen_toks)
 
 
 def measure_rowwise_grid(quick: bool) -> dict:
