@@ -184,8 +184,7 @@ def run_fallback(model, tokenizer, neuron_set, questions: Questions, out: Path |
     neuron_set.check_model(resolve(model))
     identifier = identifier or get_identifier(settings.lid)
     conditions = ([[]] if settings.baseline else []) + cumulative_conditions(settings.order)
-    for languages in conditions:
-        union_per_layer(neuron_set, languages)  # every language known, before any generation
+    union_per_layer(neuron_set, settings.order)  # every language of the order known, before any generation
     recorded = {"protocol": "method spec §6.6 (src/fallbacks.py, 2.1-fallback.sh)", "model": model_name,
                 "neuron_set": neuron_set_name, "neuron_set_hash": neuron_set.content_hash, "prompt": "'Q: ' + question + 'A: '",
                 "stop_strings": list(STOP_STRINGS), "questions": questions.describe(),
