@@ -264,8 +264,8 @@ def fallback(runs, order, source_field, target_field, label_field, success_field
              plot_file, dpi):
     """Progressive deactivation study: output-language distribution per step, from one run per step.
 
-    Each run's step comes from its recorded steer spec ("-en -fr" = step 2 of the default order);
-    `lape-eval fallback-commands` prints the lm-eval commands that make the runs.
+    Each run's step comes from its recorded steer spec ("-en -fr" = step 2 of the default order).
+    `lape-eval experiment fallback` runs the paper's protocol itself (one model load, no lm-eval runs).
     """
     from lape_eval.reports.fallback import fallback_study, study_table
     from lape_eval.reports.plots import check_figure_path, fallback_figure, save_figure
@@ -283,22 +283,14 @@ def fallback(runs, order, source_field, target_field, label_field, success_field
         click.echo(f"wrote {plot_file}", err=True)
 
 
-@cli.command("fallback-commands")
-@click.option("--model-args", required=True,
-              help="lm-eval model_args without steer, e.g. pretrained=google/gemma-3-270m,neurons=SET,dtype=bfloat16.")
-@click.option("--tasks", required=True, help="The forcing task(s) with English prompts, e.g. lape_forcing_en.")
-@click.option("--output-root", required=True, help="Each step writes OUTPUT_ROOT/step-NN.")
-@click.option("--order", default=",".join(("en", "fr", "es", "it", "pt", "ru", "de", "ar", "zh", "ko", "ja")),
-              show_default=True, help="Deactivation order (comma-separated).")
-@click.option("--steps", default=None, help="Comma-separated step numbers (default: 0 to the length of the order).")
-@click.option("--extra", default="", help="More lm-eval arguments appended to every command (e.g. '--device cuda').")
-def fallback_commands(model_args, tasks, output_root, order, steps, extra):
-    """Print the lm-eval commands of the fallback study, one per deactivation step."""
-    from lape_eval.reports.fallback import step_commands
-
-    try:
-        numbers = [int(s) for s in split_names([steps])] if steps else None
-    except ValueError:
-        raise LapeEvalError(f"--steps {steps!r}: give comma-separated step numbers, e.g. 0,1,2,11.") from None
-    for command in step_commands(model_args, tasks, output_root, split_names([order]), numbers, extra):
-        click.echo(command)
+@cli.command("fallback-commands", hidden=True, context_settings={"ignore_unknown_options": True})
+@click.argument("ignored", nargs=-1, type=click.UNPROCESSED)
+def fallback_commands(ignored):
+    """Replaced by `lape-eval experiment fallback` (the paper's protocol, method spec §6.6)."""
+    raise LapeEvalError(
+        "fallback-commands has been replaced: it planned lm-eval runs that deviated from the paper's protocol "
+        "(deactivation to c = 0, the forcing questions, the prompt 'Q: ...\\nA:'). Run `lape-eval experiment "
+        "fallback --model M --neurons SET --out DIR` instead: the 70 English Vicuna questions, the prompt "
+        "'Q: ' + question + 'A: ', cumulative deactivation en; en+fr; ... ja to c = -1.5, 128 new tokens, lid.176 "
+        "labels, with the table and the stacked bars in DIR."
+    )

@@ -55,8 +55,10 @@ def calibration_questions() -> dict[str, list[str]]:
 
 def generate_answers(model, tokenizer, questions: list[str], *, neuron_set=None, specs: list | None = None,
                      max_new_tokens: int = SHORT_MAX_NEW_TOKENS, repetition_penalty: float = REPETITION_PENALTY,
-                     batch_size: int = 8, progress=None) -> list[str]:
+                     batch_size: int = 8, progress=None, prompt_of=forcing_prompt) -> list[str]:
     """Greedy answers to forcing prompts (``"Q: {question} \\nA:"``), cut at the forcing stop strings.
+
+    ``prompt_of`` turns a question into the prompt (the fallback experiment's format differs).
 
     With ``neuron_set`` and ``specs`` (one steer spec per question), each answer is generated under
     its own spec; batches mix specs.
@@ -66,7 +68,7 @@ def generate_answers(model, tokenizer, questions: list[str], *, neuron_set=None,
     answers = []
     device = next(model.parameters()).device
     for start in range(0, len(questions), batch_size):
-        prompts = [forcing_prompt(q) for q in questions[start:start + batch_size]]
+        prompts = [prompt_of(q) for q in questions[start:start + batch_size]]
         batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
         steering = steer(model, neuron_set, specs[start:start + batch_size]) if specs is not None else contextlib.nullcontext()
         with torch.no_grad(), steering:

@@ -1,15 +1,17 @@
 """The progressive-deactivation ("fallback") study: which language does the model fall back to?
 
 English prompts; languages are deactivated cumulatively in an order (default: the paper's
-en fr es it pt ru de ar zh ko ja), one lm-eval run per step, and the study reports the distribution
-of output languages at every step. Each run's step is read from its recorded steer spec: step k
-deactivates exactly the first k languages of the order ("-en -fr -es" is step 3), a run without
-steering is step 0. :func:`step_commands` prints the lm-eval commands that make the runs.
+en fr es it pt ru de ar zh ko ja), and the study reports the distribution of output languages at
+every step. :func:`study_from_counts` builds the table and the stacked bars from the labels counted
+per step; it serves both sources of such counts: ``lape-eval experiment fallback``
+(:mod:`lape_eval.experiments.fallback`, the paper's protocol, method spec §6.6) and
+:func:`fallback_study`, which reads one lm-eval run per step. A run's step is read from its recorded
+steer spec: step k deactivates exactly the first k languages of the order ("-en -fr -es" is step 3),
+a run without steering is step 0.
 """
 
 from __future__ import annotations
 
-import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -29,7 +31,7 @@ OTHER = "other"
 class Step:
     number: int
     deactivated: list[str]
-    run: Run
+    run: Run | None  # the lm-eval run the counts come from (None: counted by the fallback experiment)
     counts: Counter
     shares: dict[str, float] = field(default_factory=dict)
     previous: int = 0  # the step shown before this one (steps may be skipped)
@@ -92,7 +94,7 @@ def fallback_study(runs: list[Run], order: list[str] | None = None, names: Field
             raise LapeEvalError(f"Two runs are step {number} ({' '.join(order[:number]) or 'no deactivation'}): "
                                 f"{by_step[number].path} and {run.path}. Pass one run per step.")
         by_step[number] = run
-    steps, label_from, sources = [], "", set()
+    counted, label_from, sources = [], "", set()
     for number in sorted(by_step):
         run = by_step[number]
         counts: Counter = Counter()
@@ -101,7 +103,24 @@ def fallback_study(runs: list[Run], order: list[str] | None = None, names: Field
             label_from = how["label"]
             counts.update(item.label or UNKNOWN for item in items)
             sources.update(item.source for item in items if item.source)
-        steps.append(Step(number, list(order[:number]), run, counts, previous=steps[-1].number if steps else 0))
+        counted.append((number, counts, run))
+    first = by_step[min(by_step)]
+    prompts = "English prompts" if sources <= {"en"} else f"prompts in {', '.join(sorted(sources))}"
+    described = f"{first.identity.model}" + (f" · {first.identity.neuron_set}" if first.identity.neuron_set else "")
+    return study_from_counts(order, counted, f"{prompts}\n{described}", label_from, min_share)
+
+
+def study_from_counts(order: list[str], counted: list[tuple[int, Counter, Run | None]], description: str,
+                      label_from: str, min_share: float = 0.02) -> FallbackStudy:
+    """The study from ``(step number, Counter of output-language labels, run or None)`` per step (step k
+    deactivates ``order[:k]``). ``description``: what the title says after the study's name (the prompts
+    on its first line, then the model and neuron set); languages below ``min_share`` at every step are
+    merged into "other"."""
+    order = parse_order(order)
+    steps: list[Step] = []
+    for number, counts, run in sorted(counted, key=lambda item: item[0]):
+        steps.append(Step(number, list(order[:number]), run, Counter(counts),
+                          previous=steps[-1].number if steps else 0))
     totals: Counter = Counter()
     for step in steps:
         step.shares = {lang: count / step.total for lang, count in step.counts.items()} if step.total else {}
@@ -115,11 +134,9 @@ def fallback_study(runs: list[Run], order: list[str] | None = None, names: Field
     columns = [lang for lang in order if lang in kept]
     columns += sorted(kept - set(columns), key=lambda lang: (-totals[lang], lang))
     columns += [c for c in (OTHER, UNKNOWN) if any(c in s.shares for s in steps)]
-    first = steps[0].run
-    prompts = "English prompts" if sources <= {"en"} else f"prompts in {', '.join(sorted(sources))}"
+    prompts, _, rest = description.partition("\n")
     title = (f"Output languages as languages are deactivated cumulatively ({prompts})\n"
-             f"{first.identity.model}" + (f" · {first.identity.neuron_set}" if first.identity.neuron_set else "")
-             + f" · {max(s.total for s in steps)} outputs per step")
+             f"{rest}" + (" · " if rest else "") + f"{max((s.total for s in steps), default=0)} outputs per step")
     return FallbackStudy(order, steps, columns, title, label_from)
 
 
@@ -140,23 +157,3 @@ def study_table(study: FallbackStudy, decimals: int = 1) -> TextTable:
     notes = [f"% of outputs per output language (label from {study.label_from}); **Bold**: the most frequent "
              f"language of a step. Order: {' '.join(study.order)}."]
     return TextTable(header, rows, notes, title=study.title.replace("\n", " — "), csv_rows=csv_rows, left=2)
-
-
-def step_commands(model_args: str, tasks: str, output_root: str, order: list[str] | None = None,
-                  steps: list[int] | None = None, extra: str = "") -> list[str]:
-    """One ``lape-eval run`` command per step (each with its own --output_path and --log_samples)."""
-    order = parse_order(order)
-    steps = list(range(len(order) + 1)) if steps is None else steps
-    bad = [k for k in steps if not 0 <= k <= len(order)]
-    if bad:
-        raise LapeEvalError(f"Steps must be between 0 and {len(order)} (the length of the order); got {bad}.")
-    if "steer=" in model_args:
-        raise LapeEvalError("Leave steer= out of --model-args: each step sets its own.")
-    commands = []
-    width = len(str(len(order)))
-    for k in steps:
-        args = model_args + (f",steer={' '.join('-' + code for code in order[:k])}" if k else "")
-        command = ["lape-eval", "run", "--model", "lape", "--model_args", args, "--tasks", tasks, "--log_samples",
-                   "--output_path", f"{output_root.rstrip('/')}/step-{k:0{width}d}"]
-        commands.append(shlex.join(command) + (f" {extra}" if extra else ""))
-    return commands

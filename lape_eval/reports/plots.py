@@ -398,3 +398,50 @@ def fallback_figure(study):
     axes.set_title(study.title, fontsize=10)
     axes.spines[["top", "right"]].set_visible(False)
     return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Logit lens
+
+
+def logit_lens_figure(rows, title: str = "Logit lens"):
+    """One panel per prompt language: per layer, the top-k mass on the prompt's language (solid) and on
+    English (dashed), one colour per condition (unsteered, then each steer spec). ``rows``: objects with
+    condition, language, layer, prompt_language_mass, english_mass."""
+    from matplotlib import colormaps
+
+    languages = list(dict.fromkeys(r.language for r in rows))
+    conditions = list(dict.fromkeys(r.condition for r in rows))
+    columns = min(4, max(1, len(languages)))
+    lines = (len(languages) + columns - 1) // columns
+    figure = _new_figure(3.2 * columns + 1.5, 2.6 * lines + 0.8)
+    colours = colormaps["tab10"]
+    for k, language in enumerate(languages):
+        axes = figure.add_subplot(lines, columns, k + 1)
+        for c, condition in enumerate(conditions):
+            mine = sorted((r for r in rows if r.language == language and r.condition == condition),
+                          key=lambda r: r.layer)
+            layers = [r.layer for r in mine]
+            name = "unsteered" if condition == "none" else condition
+            axes.plot(layers, [r.prompt_language_mass for r in mine], color=colours(c % 10), marker="o",
+                      markersize=2.5, label=f"{name}: prompt language")
+            if language != "en":
+                axes.plot(layers, [r.english_mass for r in mine], color=colours(c % 10), linestyle="--",
+                          label=f"{name}: English")
+        axes.set_title(_language_label(language), fontsize=9)
+        axes.set_ylim(-0.02, 1.02)
+        axes.tick_params(labelsize=7)
+        axes.spines[["top", "right"]].set_visible(False)
+        if k % columns == 0:
+            axes.set_ylabel("top-k probability", fontsize=8)
+        if k >= len(languages) - columns:
+            axes.set_xlabel("layer", fontsize=8)
+    handles, labels = [], []
+    for axes in figure.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    figure.suptitle(title, fontsize=10)
+    return figure

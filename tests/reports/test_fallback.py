@@ -1,5 +1,6 @@
-"""`lape-eval fallback` and `fallback-commands`: the progressive-deactivation study from the recorded
-fallback runs, its counts against the sample files."""
+"""`lape-eval fallback`: the progressive-deactivation study from the recorded fallback runs, its counts
+against the sample files. (`fallback-commands` is replaced by `lape-eval experiment fallback`:
+tests/experiments/test_fallback_experiment.py.)"""
 
 from __future__ import annotations
 
@@ -73,18 +74,3 @@ class TestFallback:
                      "--plot", tmp_path / "study.pdf", expect=2).output
         assert "--plot" in out and "must end in .png or .svg" in out
         assert files_under(tmp_path) == []
-
-    def test_commands_for_the_steps(self):
-        out = invoke("fallback-commands", "--model-args", "pretrained=google/gemma-3-270m,neurons=set.safetensors",
-                     "--tasks", "lape_forcing_en", "--output-root", "runs/fallback", "--steps", "0,2",
-                     "--extra", "--device cuda").output.splitlines()
-        assert out == [
-            "lape-eval run --model lape --model_args pretrained=google/gemma-3-270m,neurons=set.safetensors "
-            "--tasks lape_forcing_en --log_samples --output_path runs/fallback/step-00 --device cuda",
-            "lape-eval run --model lape --model_args 'pretrained=google/gemma-3-270m,neurons=set.safetensors,"
-            "steer=-en -fr' --tasks lape_forcing_en --log_samples --output_path runs/fallback/step-02 --device cuda",
-        ]
-        assert len(invoke("fallback-commands", "--model-args", "pretrained=m", "--tasks", "t", "--output-root",
-                          "r").output.splitlines()) == 12
-        assert "Leave steer= out" in invoke("fallback-commands", "--model-args", "pretrained=m,steer=+de", "--tasks", "t",
-                                            "--output-root", "r", expect=2).output
