@@ -264,13 +264,23 @@ def load_forcing_grid(**options) -> Any:
     """Every source × target language (source = target included), question by question.
 
     Subset with metadata ``languages`` (sources and targets), or ``source_languages`` /
-    ``target_languages``. Documents carry ``source_lang`` and ``target_lang`` for ``steer=doc``."""
+    ``target_languages``. Documents carry ``source_lang`` and ``target_lang`` for ``steer=doc``.
+    With ``steer_template`` (a task's ``dataset_kwargs``, e.g. ``"-{source_lang} +{target_lang}"``)
+    each document also gets a ``steer`` field, the template filled with its fields
+    (``steer_template_diagonal`` for the documents whose source is the target, if given)."""
     both = _parse_codes(options.get("languages"), "languages")
     sources = _parse_codes(options.get("source_languages"), "source_languages") or both or list(PAPER_LANGUAGES)
     targets = _parse_codes(options.get("target_languages"), "target_languages") or both or list(PAPER_LANGUAGES)
     rows, _ = _question_table(options, list(dict.fromkeys(sources + targets)))
     # Question-major order: --limit 441 (21 x 21) gives every cell of the grid one question.
-    return _dataset([_forcing_doc(row, s, t, rows) for row in rows for s in sources for t in targets])
+    docs = [_forcing_doc(row, s, t, rows) for row in rows for s in sources for t in targets]
+    template = options.get("steer_template")
+    if template:  # a per-document spec for steer=doc (lape_eval.experiments: one task per condition)
+        diagonal = options.get("steer_template_diagonal") or template
+        for doc in docs:
+            chosen = diagonal if doc["source_lang"] == doc["target_lang"] else template
+            doc["steer"] = str(chosen).format(**doc)
+    return _dataset(docs)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -203,3 +203,66 @@ def _sacrebleu_test(name: str, pairs_a, pairs_b, score_a: float, score_b: float,
         result = next(values for metric_name, values in scores.items() if metric_name != "System")[1]
         return float(result.p_value)
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Proportions: Wilson intervals and the exact McNemar test (paired success / failure outcomes)
+
+Z_95 = 1.959963984540054  # the standard normal's 97.5 % quantile: two-sided 95 %
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """``successes`` of ``n`` with its Wilson score interval (fractions in [0, 1]; NaN for n = 0)."""
+
+    successes: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.n if self.n else float("nan")
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> Proportion:
+    """The Wilson score interval of a binomial proportion (Wilson 1927):
+    ``(p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)``."""
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return Proportion(0, 0, float("nan"), float("nan"))
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return Proportion(successes, n, max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Paired binary outcomes of A and B on the same items: ``only_a`` items A got right and B wrong,
+    ``only_b`` the reverse; ``p_value`` of the exact (binomial) McNemar test."""
+
+    n: int  # items paired
+    only_a: int
+    only_b: int
+    p_value: float
+
+
+def mcnemar_exact(a: list[bool], b: list[bool]) -> McNemar:
+    """The exact McNemar test: under H0 the discordant pairs split 50/50, so
+    ``p = min(1, 2 · P(X ≤ min(only_a, only_b)))`` with ``X ~ Binomial(only_a + only_b, 1/2)``."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes of different lengths: {len(a)} and {len(b)}")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    return McNemar(len(a), only_a, only_b, mcnemar_p_value(only_a, only_b))
+
+
+def mcnemar_p_value(only_a: int, only_b: int) -> float:
+    discordant = only_a + only_b
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2 ** discordant
+    return min(1.0, 2 * tail)

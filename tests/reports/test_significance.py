@@ -83,3 +83,46 @@ class TestSignificance:
         p = _sacrebleu_test("chrf++", pairs(hyp_a), pairs(hyp_b), score(hyp_a), score(hyp_b), 200, 3)
         assert p is not None and 0 < p <= 1
         assert _sacrebleu_test("chrf++", pairs(hyp_a), pairs(hyp_b), score(hyp_a) + 1, score(hyp_b), 200, 3) is None
+
+
+# --- Wilson intervals and the exact McNemar test, against scipy and hand-computed cases ----------------
+
+from scipy import stats  # noqa: E402
+
+from lape_eval.reports.significance import mcnemar_exact, mcnemar_p_value, wilson_interval  # noqa: E402
+
+
+@pytest.mark.parametrize("successes, n", [(0, 1), (1, 1), (8, 10), (0, 54), (27, 54), (53, 54), (1, 2646), (900, 2646)])
+def test_wilson_interval_equals_scipy(successes, n):
+    expected = stats.binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    found = wilson_interval(successes, n)
+    # Tolerance: the same closed form evaluated in another order (scipy takes z from norm.ppf): rounding only.
+    assert found.low == pytest.approx(expected.low, abs=1e-12)
+    assert found.high == pytest.approx(expected.high, abs=1e-12)
+    assert found.rate == successes / n
+
+
+def test_wilson_interval_hand_case_and_edges():
+    # 8 of 10 by hand: (0.8 + 1.92/10 ± 1.96·sqrt(0.016 + 0.0096)) / 1.384 = [0.4902, 0.9433] (4 decimals printed).
+    found = wilson_interval(8, 10)
+    assert round(found.low, 4) == 0.4902 and round(found.high, 4) == 0.9433
+    assert math.isnan(wilson_interval(0, 0).low)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+@pytest.mark.parametrize("only_a, only_b", [(0, 0), (0, 5), (5, 0), (3, 3), (12, 3), (1, 20), (40, 61), (300, 250)])
+def test_mcnemar_exact_equals_scipy_binomial_test(only_a, only_b):
+    expected = 1.0 if only_a + only_b == 0 else stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    # Tolerance: exact sums of binomial terms in both; they differ only in floating rounding.
+    assert mcnemar_p_value(only_a, only_b) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_mcnemar_counts_discordant_pairs_only():
+    a = [True, True, False, False, True, True, True, False]
+    b = [True, False, False, True, False, False, False, False]
+    result = mcnemar_exact(a, b)
+    assert (result.n, result.only_a, result.only_b) == (8, 4, 1)
+    assert result.p_value == pytest.approx(2 * (1 + 5) / 32)  # 2·P(X ≤ 1), X ~ Bin(5, ½), exact in binary
+    with pytest.raises(ValueError):
+        mcnemar_exact([True], [])

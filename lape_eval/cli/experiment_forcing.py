@@ -1,0 +1,80 @@
+"""``lape-eval experiment forcing``: the options, turned into forcing settings and run
+(:mod:`lape_eval.experiments.forcing_run` does the work)."""
+
+from __future__ import annotations
+
+import click
+
+from lape_eval.cli.experiments import experiment
+from lape_eval.cli.options import split_names
+
+
+@experiment.command("forcing")
+@click.argument("calibration", required=False, metavar="[CALIBRATION.json]")
+@click.option("--preset", type=click.Choice(["paper", "calibrated"]), default="paper", show_default=True,
+              help="paper: the paper's protocol (method spec §6.1); calibrated: the settings of the "
+                   "`lape-eval calibrate` file given as argument (--preset calibrated FILE).")
+@click.option("--out", "out_dir", default="runs/forcing", show_default=True, type=click.Path(file_okay=False),
+              help="The experiment's folder; re-running resumes (finished runs are skipped).")
+@click.option("--model", default=None, help="HF id, local folder, or 'gemma-3-270m-gguf' (the default).")
+@click.option("--sets", multiple=True, help="Neuron sets (files or shipped names), comma-separated: one lm-eval run "
+                                           "(one model load) each. Required unless the preset names one.")
+@click.option("--languages", default=None, help="Grid languages (sources and targets), comma-separated, or 'all' "
+                                                "(default: the paper's 21).")
+@click.option("--conditions", multiple=True,
+              help="Subset of baseline,act,deact_act,repl,deact_repl (default: all five).")
+@click.option("--questions", default=None, help="bundled (default: the paper's six, bundled), bundled-all, paper "
+                                                "(the reference code's, downloaded), paper:PATH (a local copy of "
+                                                "src/batch_generation.py) or FILE.jsonl.")
+@click.option("--max-gen-toks", type=int, default=None, help="Tokens per answer (paper: 256).")
+@click.option("--lid", default=None, help="Language identifier: cld2, fasttext (paper: lid.176), fasttext:PATH, "
+                                          "py3langid, vote.")
+@click.option("--lid-model", default=None, envvar="LAPE_EVAL_LID_MODEL",
+              help="fastText model file for --lid fasttext (e.g. the paper's lid.176.bin; default: the bundled "
+                   "lid.176.ftz).")
+@click.option("--alpha", type=float, default=None, help="α of the activations (paper: 1).")
+@click.option("--deactivate-value", type=float, default=None, help="c of the deactivations (paper: 0).")
+@click.option("--positions", default=None, help="all (paper), prompt, generated, answer.")
+@click.option("--method", default=None, help="Operator of the activate conditions: add (paper), diffmean, multiply.")
+@click.option("--language-alphas", default=None, help="Per-language α: a calibration or {lang: α} JSON file.")
+@click.option("--repetition-penalty", type=float, default=None, help="Paper: 1.1.")
+@click.option("--dtype", default=None, help="Model dtype (default float32).")
+@click.option("--device", default=None, help="cpu (default), cuda, ...")
+@click.option("--batch-size", type=int, default=None, help="Generation batch size (default 8).")
+@click.option("--limit", type=int, default=None, help="Documents per condition (a smoke test; not the paper's grid).")
+@click.option("--no-figures", is_flag=True, help="Skip the heatmaps.")
+def forcing(calibration, preset, out_dir, model, sets, languages, conditions, questions, max_gen_toks, lid, lid_model,
+            alpha, deactivate_value, positions, method, language_alphas, repetition_penalty, dtype, device, batch_size,
+            limit, no_figures):
+    """The paper's Figure-1 experiment: language forcing under baseline, activate-only, deactivate + activate and
+    replacement (with and without deactivation), for each neuron set, through lm-eval; writes the runs, report.md,
+    CSVs and heatmaps into OUT.
+
+    \b
+    lape-eval experiment forcing --preset paper --sets gemma-3-270m-udhr-1pct --languages en,de,fr
+    lape-eval experiment forcing --preset calibrated calibration.json --out runs/forcing-calibrated
+    """
+    from pathlib import Path
+
+    from lape_eval.errors import LapeEvalError
+    from lape_eval.experiments.forcing_plan import calibrated_settings, paper_settings
+    from lape_eval.experiments.forcing_run import ForcingExperiment, run_forcing_experiment
+    from lape_eval.languages import parse_languages
+
+    overrides = dict(model=model, sets=split_names(sets) or None, questions=questions, max_gen_toks=max_gen_toks,
+                     lid=lid, lid_model=lid_model, alpha=alpha, deactivate_value=deactivate_value, positions=positions,
+                     method=method, language_alphas=language_alphas, repetition_penalty=repetition_penalty,
+                     dtype=dtype, device=device, batch_size=batch_size, limit=limit,
+                     languages=parse_languages(languages) if languages else None,
+                     conditions=split_names(conditions) or None)
+    if preset == "calibrated":
+        if not calibration:
+            raise LapeEvalError("--preset calibrated needs the calibration file: lape-eval experiment forcing --preset "
+                                "calibrated CALIBRATION.json (a `lape-eval calibrate` output).")
+        settings = calibrated_settings(calibration, **overrides)
+    else:
+        if calibration:
+            raise LapeEvalError(f"The argument {calibration!r} is only read with --preset calibrated; with --preset "
+                                "paper give no file (use --language-alphas for per-language strengths).")
+        settings = paper_settings(**overrides)
+    run_forcing_experiment(ForcingExperiment(Path(out_dir), settings, say=click.echo, figures=not no_figures))
