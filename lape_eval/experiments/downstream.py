@@ -45,7 +45,7 @@ import numpy as np
 
 from lape_eval.errors import LapeEvalError
 from lape_eval.evaluation.data import (
-    BASELINE_CONDITION, XNLI_LANGUAGES, XQUAD_LANGUAGES, check_language,
+    BASELINE_CONDITION, XNLI_LANGUAGES, XQUAD_LANGUAGES,
 )
 from lape_eval.evaluation.metrics import corpus_bleu, corpus_chrf_pp
 from lape_eval.evaluation.suite import DOWNSTREAM_FAMILIES, DOWNSTREAM_PREFIX, parse_task_name
@@ -150,8 +150,9 @@ def _codes(value, known, what: str) -> list[str]:
     if items == ["all"]:
         return list(known)
     codes = []
-    for item in items:
-        code = check_language(item, tuple(known), what)
+    for code in items:
+        if code not in known:
+            raise LapeEvalError(f"Unknown language code {code!r} in {what}: choose among {', '.join(known)}.")
         if code not in codes:
             codes.append(code)
     if not codes:
