@@ -248,3 +248,45 @@ def test_downstream_task_names():
         parse_task_name("lape_downstream_forcing_de")
     with pytest.raises(LapeEvalError, match="needs a lape-eval task name"):
         parse_task_name("lape_downstream_nothing")
+
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "tasks"
+
+
+def test_log_likelihood_cells_equal_separate_runs(tmp_path, tiny_model_dir):
+    """Belebele in lm-eval's log-likelihood form (one group per spec in the lape model), local fixtures."""
+    from lm_eval import simple_evaluate
+
+    import lape_eval.evaluation.lm  # noqa: F401  registers the model
+    from lape_eval.evaluation.suite import task_manager
+    from lape_eval.experiments.downstream import downstream_settings, run_downstream
+    from lape_eval.reports.results import load_runs
+
+    neurons = tmp_path / "tiny-set.safetensors"
+    make_set(width=96, num_layers=2).save(neurons)
+    model = str(tiny_model_dir("llama"))
+    chosen = downstream_settings("belebele_ll", "fr,de", "fr,en,de", ["acc", "acc_norm"], batch_size=BATCH,
+                                 steering={"alpha": "4"}, metadata={"data_dir": str(FIXTURES)})
+    run_downstream(model, [str(neurons)], tmp_path / "out", chosen, echo=lambda text: None)
+    cells = read_csv(tmp_path / "out" / "downstream.csv")
+    assert len(cells) == 2 * 3 * 2
+    tasks = ["lape_belebele_ll_fr", "lape_belebele_ll_de"]
+    separate = {}
+    for steer in ("none", "+fr", "+en", "+de"):
+        results = simple_evaluate(
+            model="lape", model_args={"pretrained": model, "neurons": str(neurons), "dtype": "float32",
+                                      "steer": steer, "alpha": 4.0},
+            tasks=tasks, task_manager=task_manager(metadata={"data_dir": str(FIXTURES)}), device="cpu",
+            batch_size=int(BATCH), bootstrap_iters=0)
+        separate[steer] = {task.rsplit("_", 1)[1]: results["results"][task] for task in tasks}
+    for cell in cells:
+        language, metric = cell["test_language"], cell["metric"]
+        baseline = separate["none"][language][f"{metric},none"]
+        steered = separate["+" + cell["activated"]][language][f"{metric},none"]
+        # Means of 0/1 values over the same 3 documents: only the summation order can differ.
+        assert float(cell["baseline"]) == pytest.approx(baseline, abs=1e-9), cell
+        assert float(cell["improvement"]) == pytest.approx(steered - baseline, abs=1e-9), cell
+    # The run was steered per document: the log-likelihoods of a document differ between its conditions.
+    samples = load_runs([tmp_path / "out" / "runs"])[0].samples("lape_downstream_belebele_ll_de")
+    by_condition = {(s["doc"]["source_doc"], s["doc"]["activated_lang"]): s["filtered_resps"] for s in samples}
+    assert by_condition[(0, "none")] != by_condition[(0, "de")]
