@@ -4,7 +4,12 @@ Heavy imports (torch, transformers) happen inside the commands, so ``lape-eval -
 """
 
 from lape_eval.cli import adapters, demo, experiments, neurons, reports, steering  # noqa: F401  (each registers its commands)
-from lape_eval.cli import experiment_fallback, experiment_forcing, experiment_logit_lens  # noqa: F401  (lape-eval experiment ...)
+from lape_eval.cli import (  # noqa: F401  (each registers on the `lape-eval experiment` group)
+    experiment_downstream,
+    experiment_fallback,
+    experiment_forcing,
+    experiment_logit_lens,
+)
 from lape_eval.cli.group import cli, main
 
 __all__ = ["cli", "main"]

@@ -12,6 +12,8 @@ carry options:
     e.g. ``flores/openlanguagedata/flores_plus/deu_Latn/devtest.jsonl``.
 ``languages`` / ``source_languages`` / ``target_languages``
     Subset of the forcing grid (``"en,de,fr"`` or a list; default: the 21 paper languages).
+``activated_languages``, ``downstream_baseline``
+    The conditions of the ``lape_downstream_*`` tasks (:func:`load_downstream`).
 ``forcing_questions``
     A JSONL file of other parallel questions for the forcing tasks (same schema as
     ``tasks/forcing/questions.jsonl``).
@@ -96,7 +98,7 @@ def _parse_codes(value, what: str) -> list[str] | None:
     items = value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
     codes = []
     for item in items:
-        check_language(item, None, f"forcing grid ({what})")
+        check_language(item, None, f"metadata {what} of the forcing grid / downstream")
         if item not in codes:
             codes.append(item)
     return codes or None
@@ -415,3 +417,51 @@ def load_xnli(lang=None, xnli_split="test", **options) -> Any:
         docs.append({"premise": row["premise"], "hypothesis": row["hypothesis"], "label": label,
                      "lang": lang, "lang_name": language_name(lang)})
     return _dataset(docs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Downstream heatmaps: a task's documents once unsteered and once per activated language
+
+DOWNSTREAM_LOADERS = {
+    "flores": load_flores, "udhr_translation": load_udhr_translation, "xquad": load_xquad,
+    "belebele": load_belebele, "belebele_ll": load_belebele, "xnli": load_xnli, "xnli_ll": load_xnli,
+}
+BASELINE_CONDITION = "none"  # the activated_lang (and steer) of the unsteered copies
+
+
+def downstream_condition_docs(docs: list[dict], activated: list[str], baseline: bool = True) -> list[dict]:
+    """Each document once unsteered (``activated_lang`` and ``steer`` ``"none"``, if ``baseline``) and once per
+    activated language X (``activated_lang`` X, ``steer`` ``"+X"``), document-major (so ``--limit n × conditions``
+    keeps n documents of every condition); ``source_doc`` is the document's position in ``docs``."""
+    conditions = ([BASELINE_CONDITION] if baseline else []) + list(activated)
+    return [{**doc, "source_doc": position, "activated_lang": condition,
+             "steer": BASELINE_CONDITION if condition == BASELINE_CONDITION else f"+{condition}"}
+            for position, doc in enumerate(docs) for condition in conditions]
+
+
+def _flag(options: dict, key: str, default: bool) -> bool:
+    value = options.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise LapeEvalError(f"metadata {key} must be true or false, got {value!r}.")
+
+
+def load_downstream(task_family=None, **options) -> Any:
+    """The documents of a lape-eval task (``task_family`` and its own dataset_kwargs, e.g. ``lang``) repeated
+    per condition by :func:`downstream_condition_docs`, for ``steer=doc``: metadata ``activated_languages``
+    (default: the 21 paper languages) and ``downstream_baseline`` (default true). Few-shot examples are the
+    inner task's."""
+    if task_family not in DOWNSTREAM_LOADERS:
+        raise LapeEvalError(f"Downstream task with task_family={task_family!r}: use one of "
+                            f"{', '.join(DOWNSTREAM_LOADERS)}.")
+    activated = _parse_codes(options.pop("activated_languages", None), "activated_languages") or list(PAPER_LANGUAGES)
+    baseline = _flag(options, "downstream_baseline", True)
+    options.pop("downstream_baseline", None)
+    inner = DOWNSTREAM_LOADERS[task_family](**options)
+    fewshot = inner["train"].to_list() if "train" in inner else None
+    return _dataset(downstream_condition_docs(inner["test"].to_list(), activated, baseline), fewshot)

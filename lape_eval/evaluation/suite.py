@@ -18,6 +18,8 @@ Task names (all prefixed ``lape_`` so that they never clash with lm-eval's built
 ``lape_belebele_ll_<lang>``      Belebele, lm-eval's log-likelihood formulation (21)
 ``lape_xnli_<lang>``             XNLI, the paper's generative prompt (15)
 ``lape_xnli_ll_<lang>``          XNLI, lm-eval's log-likelihood formulation (15)
+``lape_downstream_<task>``       on demand: the documents of ``lape_<task>`` (FLORES, UDHR translation,
+                                 XQuAD, Belebele, XNLI) once unsteered and once per activated language
 ==============================  ==========================================================
 
 "On demand": a FLORES or UDHR pair that is not shipped (e.g. ``lape_udhr_translation_mt-ko``) is
@@ -89,6 +91,7 @@ class TaskSpec:
     metadata: dict
     home_language: str  # the per-language group it belongs to
     extra: dict = field(default_factory=dict)
+    functions: dict = field(default_factory=dict)  # YAML keys set to "!function <dotted name>"
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,29 @@ def xnli_task(lang: str, loglikelihood: bool = False) -> TaskSpec:
         lang, extra={"doc_to_choice": choice})
 
 
+DOWNSTREAM_PREFIX = "lape_downstream_"
+DOWNSTREAM_FAMILIES = ("flores", "udhr_translation", "xquad", "belebele", "belebele_ll", "xnli", "xnli_ll")
+
+
+def downstream_task(inner: TaskSpec) -> TaskSpec:
+    """``lape_downstream_<task>``: the documents of ``inner`` (``lape_<task>``) once unsteered and once per
+    activated language, each carrying the ``steer`` spec of its condition (``none`` or ``+X``) for
+    ``steer=doc``, so that one run evaluates a whole test-language row of the paper's downstream heatmap
+    (:func:`lape_eval.evaluation.data.load_downstream`; activated languages from metadata
+    ``activated_languages``). The task's own aggregated scores mix the conditions: read the cells from
+    the logged samples (``lape-eval experiment downstream``)."""
+    if inner.family not in DOWNSTREAM_FAMILIES:
+        raise LapeEvalError(f"there is no downstream variant of {inner.name}: downstream tasks exist for the "
+                            f"families {', '.join(DOWNSTREAM_FAMILIES)}.")
+    name = DOWNSTREAM_PREFIX + inner.name[len("lape_"):]
+    metadata = {**inner.metadata, "downstream_of": inner.name,
+                "downstream": "documents repeated: unsteered (steer none) and once per metadata activated_languages "
+                              "(steer +X; default the 21 paper languages), document-major"}
+    return TaskSpec(name, f"downstream_{inner.family}", inner.folder, inner.template,
+                    {"task_family": inner.family, **inner.dataset_kwargs}, metadata, "", dict(inner.extra),
+                    {"custom_dataset": "lape_eval.evaluation.data.load_downstream"})
+
+
 # --------------------------------------------------------------------------------------------------
 # Names <-> specs
 
@@ -219,6 +245,15 @@ def parse_task_name(name: str) -> TaskSpec | None:
         return forcing_grid_task()
     if name in {g.name for g in shipped_groups()}:
         return None
+    if name.startswith(DOWNSTREAM_PREFIX):
+        inner = parse_task_name("lape_" + name[len(DOWNSTREAM_PREFIX):])
+        if inner is None:
+            raise LapeEvalError(f"Task name {name!r}: {DOWNSTREAM_PREFIX}<task> needs a lape-eval task name after "
+                                f"the prefix (e.g. {DOWNSTREAM_PREFIX}belebele_de, {DOWNSTREAM_PREFIX}flores_en-de).")
+        try:
+            return downstream_task(inner)
+        except LapeEvalError as error:
+            raise LapeEvalError(f"Task name {name!r}: {error}") from None
     for pattern, build in _PATTERNS:
         match = pattern.fullmatch(name)
         if match:
@@ -329,7 +364,8 @@ def task_yaml_text(spec: TaskSpec, include: str | Path | None = None) -> str:
             "dataset_kwargs": dict(spec.dataset_kwargs), "metadata": dict(spec.metadata)}
     if not spec.dataset_kwargs:
         body.pop("dataset_kwargs")
-    return GENERATED_HEADER + _dump(body)
+    functions = "".join(f"{key}: !function {target}\n" for key, target in spec.functions.items())
+    return GENERATED_HEADER + functions + _dump(body)
 
 
 def group_yaml_text(group: GroupSpec) -> str:

@@ -152,7 +152,7 @@ def _heatmap(matrix: Matrix, *, cmap: str, vmin: float, vmax: float, fmt, colorb
 
 def _family_lines(axes, labels: list[str], which: str) -> None:
     """White lines between language families, and the family names on the far side of the axis."""
-    codes = [label.split()[0] for label in labels]
+    codes = [label.split()[0].lstrip("+") for label in labels]  # "de German", "de", "+de"
     groups: list[tuple[str, int, int]] = []  # family, first, last position
     for position, code in enumerate(codes):
         family = family_of(code)
@@ -358,11 +358,13 @@ def task_delta_data(runs: list[Run], baseline: Run, options: TableOptions) -> Ma
                   "test language", "activated language", annotations)
 
 
-def task_delta_figure(matrix: Matrix):
+def task_delta_figure(matrix: Matrix, families: str = "rows"):
+    """Δ heatmap centred on 0; ``families``: separators between language families on the "rows" (test
+    languages), or "both" when the columns are languages too (the downstream experiment's "+X" columns)."""
     finite = matrix.values[np.isfinite(matrix.values)]
     bound = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
     return _heatmap(matrix, cmap="RdBu", vmin=-bound, vmax=bound, centre=0.0, fmt=lambda v: f"{v:+.3g}",
-                    colorbar_label=f"{matrix.value_name} (steered − baseline)", families="rows", cell=0.55)
+                    colorbar_label=f"{matrix.value_name} (steered − baseline)", families=families, cell=0.55)
 
 
 # --------------------------------------------------------------------------------------------------

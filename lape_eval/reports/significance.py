@@ -177,8 +177,6 @@ def _sacrebleu_seed(seed: int):
 def _sacrebleu_test(name: str, pairs_a, pairs_b, score_a: float, score_b: float, resamples: int,
                     seed: int) -> float | None:
     """p-value of sacrebleu's paired bootstrap test, or None when the samples do not reproduce the scores."""
-    from sacrebleu.significance import PairedTest
-
     tokenizers = {tok for _, _, tok in pairs_a + pairs_b}
     if len(tokenizers) != 1:
         return None
@@ -196,12 +194,7 @@ def _sacrebleu_test(name: str, pairs_a, pairs_b, score_a: float, score_b: float,
         if not (_close(metric.corpus_score(hyps_a, references).score, score_a)
                 and _close(metric.corpus_score(hyps_b, references).score, score_b)):
             continue
-        with _sacrebleu_seed(seed):
-            test = PairedTest([("baseline", hyps_b), ("run", hyps_a)], {name: _sacrebleu_metric(name, tokenizer)},
-                              references, test_type="bs", n_samples=resamples)
-            _, scores = test()
-        result = next(values for metric_name, values in scores.items() if metric_name != "System")[1]
-        return float(result.p_value)
+        return sacrebleu_paired_p(name, hyps_a, hyps_b, references, tokenizer, resamples, seed)
     return None
 
 
@@ -266,3 +259,24 @@ def mcnemar_p_value(only_a: int, only_b: int) -> float:
         return 1.0
     tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2 ** discordant
     return min(1.0, 2 * tail)
+
+def corpus_metric_name(metric: str) -> str | None:
+    """sacrebleu's name (``bleu``, ``chrf``, ``chrf++``, ``ter``) of a corpus metric key, else None."""
+    return _SACREBLEU_METRICS.get(metric.partition(",")[0].lower())
+
+
+def sacrebleu_paired_p(name: str, hyps_a: list[str], hyps_b: list[str], references: list[list[str]],
+                       tokenizer: str | None = None, resamples: int = DEFAULT_RESAMPLES,
+                       seed: int = DEFAULT_SEED) -> float:
+    """p-value of sacrebleu's paired bootstrap test (``PairedTest(test_type="bs")``) of system ``a`` against
+    baseline ``b`` on corpus metric ``name`` (``bleu``, ``chrf``, ``chrf++``, ``ter``); ``references``: one
+    list per reference stream, as sacrebleu takes them."""
+    from sacrebleu.significance import PairedTest
+
+    with _sacrebleu_seed(seed):
+        test = PairedTest([("baseline", list(hyps_b)), ("run", list(hyps_a))],
+                          {name: _sacrebleu_metric(name, tokenizer)}, references, test_type="bs",
+                          n_samples=resamples)
+        _, scores = test()
+    result = next(values for metric_name, values in scores.items() if metric_name != "System")[1]
+    return float(result.p_value)
