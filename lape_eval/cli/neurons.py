@@ -16,7 +16,9 @@ from lape_eval.errors import LapeEvalError
 
 @cli.command()
 @model_options
-@click.option("--languages", default="all", show_default=True, help="Comma-separated ISO 639-1 codes, or 'all' (the paper's 21).")
+@click.option("--languages", default="all", show_default=True,
+              help="Comma-separated language codes (any ISO 639-1/639-3 or FLORES code: sk, slk, slk_Latn), "
+                   "'all' (the paper's 21) or 'clas-bench' (CLaS-Bench's 32).")
 @click.option("--corpus", default="udhr", show_default=True,
               help="udhr | FOLDER (<lang>.txt / <lang>.jsonl) | jsonl:PATH/{lang}.jsonl | culturax | fineweb2 | glotcc.")
 @click.option("--text-field", default="text", show_default=True, help="JSON field holding the text (JSONL corpora).")
