@@ -48,7 +48,9 @@ def _units(lang: str) -> dict[UdhrKey, str]:
         return _by_lang()[lang]
     except KeyError:
         raise UnknownUdhrLanguageError(
-            f"No UDHR text for language {lang!r}; available: {', '.join(_by_lang())}."
+            f"No UDHR text for language {lang!r}: the bundled UDHR (lape_eval/data/udhr.jsonl) has "
+            f"{', '.join(_by_lang())}. Use another corpus for it (a folder of <lang>.txt files, "
+            "'jsonl:PATH/{lang}.jsonl', or a hub dataset such as culturax), or other tasks than the UDHR ones."
         ) from None
 
 

@@ -92,7 +92,7 @@ class FinetuneSettings:
         """Every check that needs neither the model nor the data (run before loading anything)."""
         if self.method not in METHODS:
             raise LapeEvalError(f"Unknown --method {self.method!r}: choose one of {', '.join(METHODS)}.")
-        get_language(self.language)
+        self.language = get_language(self.language).code  # canonical: slk / slk_Latn -> sk
         if self.trains_neurons and not self.neurons:
             raise LapeEvalError(f"--method {self.method} trains the weights of a language's neurons: give the neuron "
                                 "set with --neurons (a file from `lape-eval identify`, or a shipped set's name).")

@@ -12,7 +12,7 @@ from lape_eval.cli.options import model_options
 
 @cli.command()
 @model_options
-@click.option("--language", required=True, help="ISO 639-1 code of the language to train (e.g. mt).")
+@click.option("--language", required=True, help="Code of the language to train (e.g. mt; any ISO 639 or FLORES code).")
 @click.option("--method", type=click.Choice(["subnetwork", "lora", "random", "mlp"]), default="subnetwork",
               show_default=True, help="subnetwork: the language's neuron rows/columns; random: a layer-matched random "
               "set of the same size; lora: PEFT LoRA on the MLP; mlp: all MLP weights.")

@@ -16,7 +16,9 @@ from lape_eval.errors import LapeEvalError
 
 @cli.command()
 @model_options
-@click.option("--languages", default="all", show_default=True, help="Comma-separated ISO 639-1 codes, or 'all' (the paper's 21).")
+@click.option("--languages", default="all", show_default=True,
+              help="Comma-separated language codes (any ISO 639-1/639-3 or FLORES code: sk, slk, slk_Latn), "
+                   "'all' (the paper's 21) or 'clas-bench' (CLaS-Bench's 32).")
 @click.option("--corpus", default="udhr", show_default=True,
               help="udhr | FOLDER (<lang>.txt / <lang>.jsonl) | jsonl:PATH/{lang}.jsonl | culturax | fineweb2 | glotcc.")
 @click.option("--text-field", default="text", show_default=True, help="JSON field holding the text (JSONL corpora).")
@@ -131,14 +133,30 @@ def inspect_neuron_set(neuron_set, fmt, languages):
     from lape_eval.neurons.shipped import resolve_neuron_set
 
     loaded = resolve_neuron_set(neuron_set)
-    tables = inspection_tables(loaded, languages.replace(",", " ").split() if languages else None)
+    shown = None
+    if languages:
+        # The set's own codes as written; another spelling of a language (slk_Latn) by its canonical code;
+        # anything else as given, for the "not in the neuron set" error.
+        shown = [item if item in loaded.languages else _canonical_or_same(item)
+                 for item in languages.replace(",", " ").split()]
+    tables = inspection_tables(loaded, shown)
     click.echo(render(tables, fmt, facts=None if fmt == "csv" else describe(loaded)), nl=False)
+
+
+def _canonical_or_same(code: str) -> str:
+    from lape_eval.languages import UnknownLanguageError, canonical_code
+
+    try:
+        return canonical_code(code)
+    except UnknownLanguageError:
+        return code
 
 
 @cli.command("import-masks")
 @click.argument("mask_file", type=click.Path(dir_okay=False))
 @click.option("--languages", required=True,
-              help="Comma-separated codes in the file's language order ('all': the paper's 21, in its order).")
+              help="Comma-separated codes in the file's language order (any ISO 639 or FLORES code; 'all': the "
+                   "paper's 21 in its order; 'clas-bench': CLaS-Bench's 32 in its order).")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Neuron set file to write.")
 @click.option("--stats", "stats_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Statistics folder(s) of the same model: give the width and the mean activations steering needs.")
@@ -151,12 +169,13 @@ def import_masks(mask_file, languages, out_file, stats_dirs, width, model_name, 
     The file is read with torch.load(weights_only=True): anything but plain tensors is refused
     without running code from it.
     """
-    from lape_eval.languages import parse_languages
+    from lape_eval.languages import PRESETS, canonical_code
     from lape_eval.neurons.reference_masks import import_reference_masks
 
-    codes = languages.replace(",", " ").split()
-    codes = parse_languages("all") if codes == ["all"] else codes
-    parse_languages(codes)  # unknown codes are an error (duplicates are checked by the import)
+    # Canonical codes in the file's order (slk_Latn -> sk); unknown codes are an error, and repeats are
+    # kept for the import to report.
+    codes = [code for item in languages.replace(",", " ").split()
+             for code in (PRESETS[item.lower()] if item.lower() in PRESETS else (canonical_code(item),))]
     if top_rate is not None and not 0 < top_rate < 1:
         raise LapeEvalError(f"--top-rate must be in the open interval (0, 1); got {top_rate}.")
     if width is None and not stats_dirs:

@@ -132,10 +132,10 @@ def calibration_prompts(targets: list[str], sources: list[str],
                         questions_per_source: int | None = None) -> list[tuple[str, str, str]]:
     """Every (source, target, question) the sweep asks: each source's questions, for every other target."""
     questions = calibration_questions()
-    missing = [lang for lang in {*targets, *sources} if lang not in questions]
+    missing = [lang for lang in sources if lang not in questions]  # a target needs no questions, only LID
     if missing:
-        raise LapeEvalError(f"No calibration questions in {', '.join(sorted(missing))}: calibrate with languages "
-                            f"among {', '.join(questions)}.")
+        raise LapeEvalError(f"No calibration questions in {', '.join(sorted(missing))}: choose source languages "
+                            f"(--sources) among {', '.join(questions)}; targets may be any language.")
     prompts = [(source, target, question) for target in targets for source in sources if source != target
                for question in questions[source][:questions_per_source]]
     if not prompts:

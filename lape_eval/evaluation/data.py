@@ -11,7 +11,8 @@ carry options:
     ``.parquet``, or ``<split>-*.parquet`` as in the hub's own layout), in the dataset's own schema,
     e.g. ``flores/openlanguagedata/flores_plus/deu_Latn/devtest.jsonl``.
 ``languages`` / ``source_languages`` / ``target_languages``
-    Subset of the forcing grid (``"en,de,fr"`` or a list; default: the 21 paper languages).
+    Subset of the forcing grid (``"en,de,fr"`` or a list, any spelling of a code; default: the 21 paper
+    languages). Languages outside the shipped questions need ``forcing_questions``.
 ``activated_languages``, ``downstream_baseline``
     The conditions of the ``lape_downstream_*`` tasks (:func:`load_downstream`).
 ``forcing_questions``
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lape_eval.errors import LapeEvalError
-from lape_eval.languages import PAPER_LANGUAGES, get_language
+from lape_eval.languages import PAPER_LANGUAGES, UnknownLanguageError, get_language
 
 DATA_DIR_ENV = "LAPE_EVAL_DATA_DIR"
 
@@ -77,13 +78,26 @@ def language_name(code: str) -> str:
 
 
 def check_language(code: Any, allowed: tuple[str, ...] | None, family: str) -> str:
-    """``code`` if the family has it, else a LapeEvalError that lists the family's languages."""
+    """``code`` if the family has it, else a LapeEvalError that lists the family's languages.
+
+    ``allowed=None``: any language of the registry (whether the data has it shows when it is loaded),
+    written as its canonical code (``sk``, not ``slk``: task names and documents use that one)."""
     code = str(code).strip() if code is not None else ""
-    known = allowed if allowed is not None else PAPER_LANGUAGES
-    if code not in known:
+    if allowed is None:
+        try:
+            canonical = get_language(code).code
+        except UnknownLanguageError as error:
+            raise LapeEvalError(f"{family} (from the task's name / its YAML's dataset_kwargs): {error}") from None
+        if canonical != code:
+            raise LapeEvalError(
+                f"Language {code!r} of the {family} tasks is written {canonical!r} in lape-eval (the registry's "
+                f"canonical code: ISO 639-1 where one exists); use {canonical!r} in task names and dataset_kwargs."
+            )
+        return code
+    if code not in allowed:
         raise LapeEvalError(
             f"Unknown language code {code!r} for the {family} tasks (from the task's name / its YAML's "
-            f"dataset_kwargs). {family} has: {', '.join(known)}."
+            f"dataset_kwargs). {family} has: {', '.join(allowed)}."
         )
     return code
 
@@ -98,7 +112,10 @@ def _parse_codes(value, what: str) -> list[str] | None:
     items = value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
     codes = []
     for item in items:
-        check_language(item, None, f"metadata {what} of the forcing grid / downstream")
+        try:
+            item = get_language(item).code  # metadata may spell a language any way (slk_Latn -> sk)
+        except UnknownLanguageError as error:
+            raise LapeEvalError(f"forcing grid / downstream ({what}): {error}") from None
         if item not in codes:
             codes.append(item)
     return codes or None
@@ -238,7 +255,16 @@ def forcing_questions(options: dict | None = None) -> list[dict]:
 def _question_table(options: dict, languages: list[str]) -> tuple[list[dict], str]:
     rows = forcing_questions(options)
     source = str(options.get("forcing_questions") or "tasks/forcing/questions.jsonl")
-    check_fields(rows, tuple(languages), source)
+    covered = [lang for lang in languages if all(row.get(lang) for row in rows)]
+    missing = [lang for lang in languages if lang not in covered]
+    if missing:
+        has = [key for key in rows[0] if key not in ("id", "paper") and all(row.get(key) for row in rows)]
+        raise LapeEvalError(
+            f"The forcing questions ({source}) have no text in {', '.join(missing)} "
+            f"({', '.join(get_language(lang).name for lang in missing)}); they cover: {', '.join(has)}. "
+            f"Give metadata forcing_questions=FILE.jsonl whose rows carry an 'id' and one field per language "
+            f"({', '.join(repr(lang) for lang in missing)}: the same questions, translated)."
+        )
     return rows, source
 
 
@@ -343,7 +369,10 @@ def load_udhr_translation(source_lang=None, target_lang=None, **options) -> Any:
         raise LapeEvalError(f"metadata udhr_split={split!r}: use one of {', '.join(SPLITS)}.")
     max_words = options.get("udhr_max_words")
     max_words = None if max_words in (None, "") else _int_option(options, "udhr_max_words", 0)
-    aligned = udhr_aligned(dict.fromkeys([source, target, "en"]))
+    try:
+        aligned = udhr_aligned(dict.fromkeys([source, target, "en"]))
+    except ValueError as error:  # a language the bundled UDHR does not have
+        raise LapeEvalError(str(error)) from None
     docs = [
         _translation_doc(f"{article}.{paragraph}", source, target, texts[source], texts[target])
         for (article, paragraph), texts in aligned

@@ -19,7 +19,9 @@ Backends (pick one with a spec string; ``backend=None`` means ``$LAPE_EVAL_LID_B
     disagreement, go to cld2. Without py3langid the vote is cld2 with fastText filling in where cld2
     says "unknown".
 
-Labels are ISO 639-1 codes where one exists, else ISO 639-3, lower case, or ``"unknown"``:
+Labels are ISO 639-1 codes where one exists, else ISO 639-3, lower case, or ``"unknown"``: the
+canonical codes of :mod:`lape_eval.languages` (which resolves the same macrolanguage members the same
+way), so a label compares with a registry code directly for any language the backend knows:
 ``nb``/``nob``/``nor``/``nn``/``nno`` -> ``no`` (the registry's ``no`` is the macrolanguage
 Norwegian, and Bokmål and Nynorsk are both Norwegian; detectors split them unreliably on short text.
 The paper compared lid.176's label with ``no``, so its ``nn`` counted as a miss there); ``zh-Hant``,

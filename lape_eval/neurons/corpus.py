@@ -2,7 +2,7 @@
 
 A corpus spec names where each language's documents come from:
 
-* ``udhr`` — the bundled Universal Declaration of Human Rights (all 21 paper languages);
+* ``udhr`` — the bundled Universal Declaration of Human Rights (the 21 paper languages; others need another source);
   ``udhr:identify`` is its articles 1–22 (with the preamble), ``udhr:heldout`` articles 23–30;
 * a folder path (or ``dir:PATH``) — ``PATH/<lang>.txt`` (documents separated by blank lines) or
   ``PATH/<lang>.jsonl`` (one JSON object per line, text in ``text_field``);

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from lape_eval.errors import LapeEvalError
-from lape_eval.languages import FAMILY_ORDER, all_languages
+from lape_eval.languages import FAMILY_ORDER, all_languages, get_language
 
 LANGUAGE_METADATA_KEYS = ("language", "lang", "target_lang")
 
@@ -50,8 +50,11 @@ def task_language(task: str, config: dict | None = None,
     parts = [(m.group(0), m.start(), m.end()) for m in re.finditer(r"[^_\-.\s/]+", task)]
     found = None
     for i, (text, start, end) in enumerate(parts):
-        if i + 1 < len(parts) and f"{text}_{parts[i + 1][0]}".lower() in flores:
-            found = (flores[f"{text}_{parts[i + 1][0]}".lower()], (start, parts[i + 1][2]))
+        pair = f"{text}_{parts[i + 1][0]}".lower() if i + 1 < len(parts) else ""
+        if pair and pair not in flores and re.fullmatch(r"[a-z]{3}_[a-z]{4}", pair):
+            flores[pair] = _flores_language(pair)  # any FLORES-200 code (belebele_slk_Latn -> sk)
+        if pair and flores.get(pair):
+            found = (flores[pair], (start, parts[i + 1][2]))
         elif text.lower() in iso and i > 0:  # never the first part: "it_..." is a benchmark name
             found = (iso[text.lower()], (start, end))
     return found
@@ -65,9 +68,21 @@ def benchmark_name(task: str, span: tuple[int, int] | None) -> str:
     return name or task
 
 
+def _flores_language(code: str) -> str | None:
+    try:
+        return get_language(code).code
+    except LapeEvalError:
+        return None
+
+
 def language_sort_key(code: str) -> tuple:
     families = {lang.code: lang.family for lang in all_languages()}
     family = families.get(code)
+    if family is None:  # a language outside the registered ones: its resolved family, if any
+        try:
+            family = get_language(code).family
+        except LapeEvalError:
+            family = None
     rank = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
     return (rank, family or "~", code)
 

@@ -134,7 +134,7 @@ def parse_steer(
         if not match:
             raise LapeEvalError(_term_error(text, position))
         sign, code, strength = match.groups()
-        get_language(code)  # unknown codes: the registry's error lists the known ones
+        code = get_language(code).code  # canonical (slk -> sk); unknown codes: the error lists near matches
         if any(t.language == code and t.sign == sign for t in terms):
             raise LapeEvalError(f"The steer spec names '{sign}{code}' twice: write each term once.")
         value = None

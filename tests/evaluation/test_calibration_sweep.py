@@ -142,6 +142,8 @@ def _no_model_load(*args, **kwargs):
 @pytest.mark.parametrize("options, message", [
     ({"--targets": "de,xx"}, "Unknown language code 'xx'"),
     ({"--targets": "zh"}, "no neurons for 'zh'"),
+    ({"--targets": "slk"}, "no neurons for 'sk'"),  # any language may be a target (no questions needed)
+    ({"--sources": "en,sk"}, "No calibration questions in sk: choose source languages"),
     ({"--sources": "ja"}, "no neurons for 'ja'"),
     ({"--neurons": "no-such-set"}, "No neuron set 'no-such-set'"),
     ({"--positions": "all,middle"}, "Unknown positions 'middle'"),

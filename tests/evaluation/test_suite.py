@@ -304,6 +304,42 @@ def test_grid_languages_from_metadata():
     assert count({"source_languages": "en", "target_languages": "de,fr,zh"}) == 1 * 3 * 10
 
 
+def test_languages_outside_the_21_get_tasks_with_their_flores_codes():
+    # hand-written FLORES-200 configs (CLaS-Bench's evaluate_forcing_success.py uses the same ones)
+    assert parse_task_name("lape_belebele_sk").metadata["dataset_config"] == "slk_Latn"
+    assert parse_task_name("lape_belebele_ll_fa").metadata["dataset_config"] == "pes_Arab"
+    assert parse_task_name("lape_flores_en-sw").metadata["dataset_config"] == ["eng_Latn", "swh_Latn"]
+    assert parse_task_name("lape_flores_ka-en").metadata["dataset_config"] == ["kat_Geor", "eng_Latn"]
+    assert parse_task_name("lape_forcing_el").dataset_kwargs == {"lang": "el"}
+
+
+def test_the_forcing_grid_takes_any_language_that_the_questions_have(tmp_path):
+    from lape_eval.evaluation.data import load_forcing_grid
+
+    with pytest.raises(LapeEvalError) as error:
+        load_forcing_grid(languages="en,slk_Latn,el")
+    assert "no text in sk, el (Slovak, Greek)" in str(error.value) and "forcing_questions=" in str(error.value)
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in [
+        {"id": "q1", "en": "How are you today?", "sk": "Ako sa dnes máš?", "el": "Πώς είσαι σήμερα;"},
+        {"id": "q2", "en": "What is your name?", "sk": "Ako sa voláš?", "el": "Πώς σε λένε;"},
+    ]), encoding="utf-8")
+    docs = list(load_forcing_grid(languages="en,slk_Latn,ell", forcing_questions=str(questions))["test"])
+    assert len(docs) == 2 * 3 * 3
+    first_sk = next(d for d in docs if d["source_lang"] == "sk" and d["target_lang"] == "el")
+    assert (first_sk["question"], first_sk["source_name"], first_sk["target_name"]) == (
+        "Ako sa dnes máš?", "Slovak", "Greek")
+    with pytest.raises(LapeEvalError, match="Unknown language code 'zz'"):
+        load_forcing_grid(languages="en,zz", forcing_questions=str(questions))
+
+
+def test_a_language_the_bundled_udhr_lacks_is_a_clear_error():
+    from lape_eval.evaluation.data import load_udhr_translation
+
+    with pytest.raises(LapeEvalError, match=r"No UDHR text for language 'sk': the bundled UDHR .* has bo, mt"):
+        load_udhr_translation(source_lang="en", target_lang="sk")
+
+
 def test_qa_and_choice_metrics_equal_hand_computation(manager):
     predictions = {
         ("lape_xquad_en", 0): "the Black Sea coast",  # gold "the Black Sea": EM 0, F1 0.8
@@ -436,7 +472,8 @@ def test_a_row_missing_a_field_is_a_clear_error(tmp_path):
     ("lape_forcing_klingon", "Unknown language code 'klingon'"),
     ("lape_xquad_fr", "lape_xquad has: ar, de, zh"),  # French is not an XQuAD language
     ("lape_xnli_ll_ja", "Unknown language code 'ja'"),
-    ("lape_belebele_sw", "Unknown language code 'sw'"),
+    ("lape_belebele_zz", "Unknown language code 'zz'"),
+    ("lape_belebele_slk", "written 'sk' in lape-eval"),  # any language, by its canonical code
     ("lape_flores_de-de", "source and target must differ"),
 ])
 def test_an_unknown_language_code_in_a_task_name_is_a_clear_error(name, message):

@@ -120,3 +120,58 @@ def test_import_width_and_layers_must_match_the_statistics(tmp_path):
         import_reference_masks(mask, ["en", "de", "ru"], statistics=table)
     with pytest.raises(LapeEvalError, match="width 10 differs from the statistics' width 96"):
         import_reference_masks(mask, ["en", "de", "ru"], statistics=table, width=10)
+
+
+# CLaS-Bench's 32 languages in the order of its masks (identification/lape_identify.py), typed by hand.
+CLAS_BENCH_ORDER = ("en ar bo da de es fr hi it ja ko mt nl no pl pt ru sv tr zh "
+                    "sk el kk sw ka uk fa th id vi cs ro").split()
+
+
+def _clas_bench_masks(path: Path) -> dict[str, list[list[int]]]:
+    """A handmade mask file in the reference shape with the 32 CLaS-Bench languages: language i holds
+    neuron i % 10 in layer 0 and, when i is odd, neuron 9 - i % 10 in layer 1."""
+    per_language = {lang: [[i % WIDTH], [WIDTH - 1 - i % WIDTH] if i % 2 else []]
+                    for i, lang in enumerate(CLAS_BENCH_ORDER)}
+    torch.save([[torch.tensor(layer, dtype=torch.int64) for layer in layers] for layers in per_language.values()],
+               path)
+    return per_language
+
+
+@pytest.mark.parametrize("spelling", [
+    ",".join(CLAS_BENCH_ORDER),
+    "clas-bench",
+    # the 12 new languages as FLORES codes, ISO 639-3 codes and upper case: the same set
+    ",".join(CLAS_BENCH_ORDER[:20]) + ",slk_Latn,ell_Grek,kaz,swh,kat_Geor,UK,pes_Arab,tha,ind_Latn,vie,ces,ron",
+])
+def test_cli_imports_a_mask_file_with_the_32_clas_bench_languages(tmp_path, spelling):
+    written = _clas_bench_masks(tmp_path / "llama-5")
+    out = tmp_path / "clas.safetensors"
+    result = run_cli("import-masks", tmp_path / "llama-5", "--languages", spelling, "--width", WIDTH,
+                     "--model", "meta-llama/Llama-3.1-8B-Instruct", "--top-rate", "0.05", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "32 languages, 2 layers × 10" in result.output
+    ns = NeuronSet.load(out)
+    assert ns.languages == CLAS_BENCH_ORDER
+    for lang, layers in written.items():
+        assert [t.tolist() for t in ns.indices(lang)] == layers, lang
+    shown = run_cli("inspect", out, "--languages", "sk,ell_Grek,fa", "--format", "csv")
+    assert shown.exit_code == 0, shown.output
+    summary = shown.output.split("\n\n")[0].splitlines()  # the first table: neurons per language
+    assert summary[1:] == ["language,name,script,neurons,unique,shared", "sk,Slovak,Latin,1,0,1",
+                           "el,Greek,Greek,2,0,2", "fa,Persian,Arabic,1,0,1"]
+
+
+def test_cli_import_names_an_unknown_code_and_near_matches(tmp_path):
+    _clas_bench_masks(tmp_path / "mask")
+    codes = ",".join(CLAS_BENCH_ORDER[:-1] + ["rx"])
+    result = run_cli("import-masks", tmp_path / "mask", "--languages", codes, "--width", WIDTH,
+                     "--out", tmp_path / "o.safetensors")
+    assert_user_error(result, "Unknown language code 'rx'", "Near matches:", "register_language")
+    assert not (tmp_path / "o.safetensors").exists()
+    result = run_cli("import-masks", tmp_path / "mask", "--languages", "all", "--width", WIDTH,
+                     "--out", tmp_path / "o.safetensors")
+    assert_user_error(result, "holds masks for 32 languages, but 21 language codes were given")
+    spelled_twice = ",".join(CLAS_BENCH_ORDER[:-1] + ["slk"])
+    result = run_cli("import-masks", tmp_path / "mask", "--languages", spelled_twice, "--width", WIDTH,
+                     "--out", tmp_path / "o.safetensors")
+    assert_user_error(result, "listed more than once: sk")

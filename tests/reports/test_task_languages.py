@@ -26,3 +26,14 @@ def test_a_bad_language_regex_is_a_clear_error():
     assert compile_language_regex(None) is None
     with pytest.raises(LapeEvalError, match=r"--language-regex '\(de' is not a valid regular expression"):
         compile_language_regex("(de")
+
+
+def test_languages_outside_the_21_are_found_and_sorted_after_them_by_family():
+    from lape_eval.reports.task_languages import language_sort_key
+
+    assert task_language("belebele_slk_Latn")[0] == "sk"
+    assert task_language("belebele_pes_Arab")[0] == "fa"
+    assert task_language("belebele_zzz_Latn") is None  # not a language: no match, no error
+    # Germanic, Romance, Slavic (sk joins pl and ru), ..., then families outside the paper's (el, th)
+    codes = ["th", "sk", "en", "el", "ro", "pl", "ko"]
+    assert sorted(codes, key=language_sort_key) == ["en", "ro", "pl", "sk", "ko", "el", "th"]

@@ -273,3 +273,22 @@ def test_language_alphas_steer_like_per_term_strengths():
         with steer(model, ns, "+de:2.5"):
             by_term = model(input_ids=ids).logits
     assert torch.equal(by_table, by_term)  # the same float32 edit values, the same computation: exact
+
+
+def test_a_set_of_languages_outside_the_21_steers_by_any_spelling_of_their_codes():
+    # The hand-made set with de and fr renamed to Slovak and Greek (CLaS-Bench languages): "-eng +slk"
+    # must edit exactly what "-en +de" edits on the original set.
+    model = build_model("llama")
+    sites = resolve(model)
+    original = make_set(sites.width, sites.num_layers)
+    renamed = NeuronSet(["en", "sk", "el"], original.num_layers, original.width,
+                        {new: original.flat[old] for new, old in zip(["en", "sk", "el"], LANGS)},
+                        original.selected, original.means_table, {"model": {"id": "tiny"}})
+    ids = torch.tensor([[5, 17, 42, 8, 99, 120, 7]])
+    with torch.no_grad():
+        with steer(model, original, parse_steer("-en +de", alpha=2.0)):
+            expected = model(input_ids=ids).logits
+        with steer(model, renamed, parse_steer("-eng +slk", alpha=2.0)):
+            got = model(input_ids=ids).logits
+        plain = model(input_ids=ids).logits
+    assert torch.equal(got, expected) and not torch.equal(got, plain)

@@ -34,6 +34,14 @@ class TestBadSpecs:
             parse_steer(text, **args)
 
 
+def test_terms_take_any_spelling_of_a_code_and_store_the_canonical_one():
+    spec = parse_steer("-eng +slk:2 +EL", language_alphas="fas:0.5")
+    assert spec.terms == (SteerTerm("-", "en"), SteerTerm("+", "sk", 2.0), SteerTerm("+", "el"))
+    assert spec.language_alphas == (("fa", 0.5),)
+    with pytest.raises(LapeEvalError, match=re.escape("names '+sk' twice")):
+        parse_steer("+sk +slk")
+
+
 def test_terms_read_in_order_with_their_strengths():
     spec = parse_steer("-en, +de +zh:0.5 -fr:-1.5", method="diffmean", alpha="2")
     assert spec.terms == (SteerTerm("-", "en"), SteerTerm("+", "de"), SteerTerm("+", "zh", 0.5),
