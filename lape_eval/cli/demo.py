@@ -25,10 +25,12 @@ from lape_eval.demo.plan import BATCH_SIZE
 @click.option("--translation-docs", type=int, default=10, show_default=True, help="UDHR paragraphs per translation pair.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE, show_default=True,
               help="Rows per generation batch of the lm-eval runs (the default was measured fastest on 2 CPU cores).")
+@click.option("--paper-condition/--no-paper-condition", default=True, show_default=True,
+              help="Also run the forcing grid under the paper's own condition (alpha=1, every position).")
 @click.option("--verbose", is_flag=True,
               help="Stream every step's output (lm-eval's logging included) instead of one line per step.")
 def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibrate, calibration, max_gen_toks,
-         translation_docs, batch_size, verbose):
+         translation_docs, batch_size, paper_condition, verbose):
     """The whole method on Gemma-3-270M, offline: neuron sets, steered lm-eval runs, table, heatmap.
 
     Every step is a real lape-eval / lm_eval command. The terminal shows one line per step; the step's
@@ -42,7 +44,7 @@ def demo(out_dir, languages, all_languages, pairs, neuron_set, identify, calibra
 
     plan = DemoPlan(Path(out_dir), identify=identify, calibrate=calibrate, calibration=calibration,
                     max_gen_toks=max_gen_toks, translation_docs=translation_docs, batch_size=batch_size,
-                    verbose=verbose, say=click.echo)
+                    paper_condition=paper_condition, verbose=verbose, say=click.echo)
     if all_languages:
         plan.languages = list(PAPER_LANGUAGES)
     elif languages:

@@ -15,6 +15,7 @@ from lape_eval.demo.plan import (
     TOP_RATES,
     DemoPlan,
 )
+from lape_eval.demo.headline import forcing_headline, headline_line
 from lape_eval.demo.step_runner import run_step
 from lape_eval.files import write_json
 from lape_eval.models import DEMO_MODEL
@@ -106,14 +107,27 @@ def _steering_steps(plan: DemoPlan) -> dict:
     return steering
 
 
+FORCING_RUNS = {  # results folder -> what the demo calls the run
+    "unsteered": "unsteered",
+    "steered": "steered with the calibrated setting",
+    "paper": "steered with the paper's condition (α = 1, every position)",
+}
+
+
+def forcing_runs(plan: DemoPlan) -> list[str]:
+    return [name for name in FORCING_RUNS if name != "paper" or plan.paper_condition]
+
+
 def _forcing_steps(plan: DemoPlan, steering: dict) -> None:
     grid = {"languages": ",".join(plan.languages)}
     gen = f"max_gen_toks={plan.max_gen_toks}"
-    steered_args = {"steer": "doc", **steering}
-    for name, model_args in (("forcing-unsteered", {}), ("forcing-steered", steered_args)):
-        command = _lm_eval(plan, name, ["lape_forcing_grid"], model_args, metadata=grid) + ["--gen_kwargs", gen]
+    arguments = {"unsteered": {}, "steered": {"steer": "doc", **steering},
+                 "paper": {"steer": "doc", **plan.paper_args()}}
+    for name in forcing_runs(plan):
+        folder = f"forcing-{name}"
+        command = _lm_eval(plan, folder, ["lape_forcing_grid"], arguments[name], metadata=grid) + ["--gen_kwargs", gen]
         run_step(plan, f"language forcing grid ({len(plan.languages)}×{len(plan.languages)} languages), "
-                       f"{name.split('-')[1]}", command, outputs=[plan.results / name])
+                       f"{FORCING_RUNS[name]}", command, outputs=[plan.results / folder])
 
 
 def _translation_steps(plan: DemoPlan, steering: dict) -> None:
@@ -126,12 +140,13 @@ def _translation_steps(plan: DemoPlan, steering: dict) -> None:
 
 
 def _report_steps(plan: DemoPlan) -> None:
-    """The two comparison tables and the two forcing heatmaps, each through its `lape-eval` command."""
+    """The two comparison tables and a heatmap per forcing run, each through its `lape-eval` command."""
+    runs = forcing_runs(plan)
+    labels = [part for name in runs for part in ("--label", name)]
     run_step(plan, "comparison table: forcing success (non-degenerate answers in the target language)",
-             _lape_eval("table", str(plan.results / "forcing-unsteered"), str(plan.results / "forcing-steered"),
-                        "--label", "unsteered", "--label", "steered", "--baseline", "unsteered", "--rows", "config",
-                        "--columns", "task", "--metric", "target_rate_clean_offdiag", "--output",
-                        str(plan.forcing_table)),
+             _lape_eval("table", *(str(plan.results / f"forcing-{name}") for name in runs), *labels,
+                        "--baseline", "unsteered", "--rows", "config", "--columns", "task",
+                        "--metric", "target_rate_clean_offdiag", "--output", str(plan.forcing_table)),
              outputs=[plan.forcing_table])
     run_step(plan, "comparison table: UDHR translation",
              _lape_eval("table", str(plan.results / "translation-unsteered"), str(plan.results / "translation-steered"),
@@ -139,7 +154,8 @@ def _report_steps(plan: DemoPlan) -> None:
                         "--rows", "task", "--columns", "config", "--metric", "chrf_pp", "--output",
                         str(plan.translation_table)),
              outputs=[plan.translation_table])
-    for name, image in (("steered", plan.heatmap), ("unsteered", plan.out / "forcing_heatmap_unsteered.png")):
+    for name in runs:
+        image = plan.heatmap if name == "steered" else plan.out / f"forcing_heatmap_{name}.png"
         run_step(plan, f"forcing heatmap, {name} (source × target: % non-degenerate answers in the target language)",
                  _lape_eval("plot", "forcing", str(plan.results / f"forcing-{name}"), "--success-field",
                             "target_rate_clean", "--out", str(image), "--csv", str(image.with_suffix(".csv"))),
@@ -148,9 +164,14 @@ def _report_steps(plan: DemoPlan) -> None:
 
 def _print_results(plan: DemoPlan, summary: dict) -> None:
     plan.say("\n" + plan.forcing_table.read_text(encoding="utf-8"))
-    forcing = summary["forcing_offdiag_clean"]
-    plan.say(f"Off-diagonal forcing success (non-degenerate answers in the target language): "
-             f"{forcing['unsteered']:.1f} % unsteered -> {forcing['steered']:.1f} % steered.")
+    plan.say("Forcing success: non-degenerate answers in the target language, with Wilson 95 % intervals.")
+    for name, headline in summary["forcing_headline"].items():
+        if headline is not None:
+            plan.say("  " + headline_line(FORCING_RUNS[name], headline))
+    steering = summary["steering"]
+    if "language_alphas" in steering:
+        plan.say(f"  The calibrated setting ({steering['positions']} positions, α per target language) was chosen on "
+                 "calibration questions that the grid never asks; the paper's condition is not tuned.")
     plan.say(f"\nDone in {summary['seconds']:.0f} s. Outputs in {plan.out}:")
     for path in (plan.forcing_table, plan.translation_table, plan.heatmap, plan.results, plan.out / "summary.json",
                  plan.logs):
@@ -175,7 +196,9 @@ def write_summary(plan: DemoPlan, steering: dict, seconds: float) -> dict:
         "languages": plan.languages, "pairs": plan.pairs, "steering": steering, "seconds": round(seconds, 1),
         "steps_seconds": dict(plan.log),
         "forcing_offdiag_clean": {name: _score(plan.results / f"forcing-{name}", "lape_forcing_grid",
-                                               "target_rate_clean_offdiag") for name in ("unsteered", "steered")},
+                                               "target_rate_clean_offdiag") for name in forcing_runs(plan)},
+        "forcing_headline": {name: forcing_headline(plan.results / f"forcing-{name}") for name in forcing_runs(plan)},
+        "paper_condition": plan.paper_args() if plan.paper_condition else None,
         "translation_chrf_pp": {pair: {name: _score(plan.results / f"translation-{name}",
                                                     f"lape_udhr_translation_{pair}", "chrf_pp")
                                        for name in ("unsteered", "steered")} for pair in plan.pairs},

@@ -28,6 +28,10 @@ SHIPPED_CALIBRATION = "gemma-3-270m-demo-calibration.json"
 # Without any calibration (--calibration none): the paper's operator on the 1 % set, one α for all.
 FALLBACK_RATE = "1pct"
 FALLBACK = {"method": "add", "positions": "all", "alpha": 2.0}
+# The paper's own forcing condition (method spec §6.1: deactivate the source's neurons, add the
+# target's with α = 1 at every position), run beside the calibrated setting on the same set so that
+# the two differ only in what the calibration tuned.
+PAPER_CONDITION = {"method": "add", "positions": "all", "alpha": 1.0}
 # Rows per generation batch of the lm-eval runs. Measured on the 2-core machine
 # (benchmarks/bench_demo_batch.py, RESULTS.md rows demo_batch_*): see the README of benchmarks/.
 BATCH_SIZE = 8
@@ -50,6 +54,7 @@ class DemoPlan:
     max_gen_toks: int = 32
     translation_docs: int = 10
     batch_size: int = BATCH_SIZE
+    paper_condition: bool = True  # also run the forcing grid under the paper's own condition
     verbose: bool = False  # stream every step's output instead of one line per step and a log file
     log: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds) run this time
     say: Callable[[str], None] = field(default=print_line, repr=False)  # where progress lines go
@@ -109,6 +114,11 @@ class DemoPlan:
         chosen = read_calibration(calibration).chosen
         return {"neurons": chosen.neuron_set, "method": chosen.method, "positions": chosen.positions,
                 "language_alphas": calibration}
+
+
+    def paper_args(self) -> dict:
+        """The lape model arguments of the paper's condition, on the steered runs' neuron set."""
+        return {"neurons": self.steering_args()["neurons"], **PAPER_CONDITION}
 
 
 def shipped_calibration() -> str | None:

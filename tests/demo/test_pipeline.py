@@ -8,7 +8,7 @@ from lape_eval.demo import DEFAULT_LANGUAGES, DemoPlan, write_summary
 
 
 def test_the_summary_holds_the_headline_scores_of_the_runs(tmp_path):
-    plan = DemoPlan(tmp_path, pairs=["en-de"])
+    plan = DemoPlan(tmp_path, pairs=["en-de"], calibration="none")  # the fallback set: 1 %
     plan.log.append(("a step", 1.5))
     for name, value in (("forcing-steered", 61.5), ("forcing-unsteered", "N/A"), ("translation-steered", 40.25)):
         folder = plan.results / name / "gemma"
@@ -21,5 +21,8 @@ def test_the_summary_holds_the_headline_scores_of_the_runs(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary == {"languages": list(DEFAULT_LANGUAGES), "pairs": ["en-de"], "steering": {"neurons": "n"},
                        "seconds": 12.3, "steps_seconds": {"a step": 1.5},
-                       "forcing_offdiag_clean": {"unsteered": None, "steered": 61.5},
+                       "forcing_offdiag_clean": {"unsteered": None, "steered": 61.5, "paper": None},
+                       "forcing_headline": {"unsteered": None, "steered": None, "paper": None},  # no samples logged
+                       "paper_condition": {"neurons": "gemma-3-270m-udhr-1pct", "method": "add", "positions": "all",
+                                           "alpha": 1.0},
                        "translation_chrf_pp": {"en-de": {"unsteered": None, "steered": 40.25}}}
