@@ -54,3 +54,5 @@ def test_a_run_without_samples_has_no_headline(tmp_path):
     (folder / "results_2025-01-01T00-00-00.json").write_text(json.dumps({"results": {}, "config": {}}))
     assert forcing_headline(tmp_path / "run") is None
     assert forcing_headline(tmp_path / "nothing") is None
+    (tmp_path / "empty").mkdir()  # a run that never finished
+    assert forcing_headline(tmp_path / "empty") is None
