@@ -7,6 +7,7 @@ import click
 
 from lape_eval.cli.experiments import experiment
 from lape_eval.cli.options import split_names
+from lape_eval.evaluation.forcing import GRID_BATCH_SIZE
 
 
 @experiment.command("forcing")
@@ -40,7 +41,7 @@ from lape_eval.cli.options import split_names
 @click.option("--repetition-penalty", type=float, default=None, help="Paper: 1.1.")
 @click.option("--dtype", default=None, help="Model dtype (default float32).")
 @click.option("--device", default=None, help="cpu (default), cuda, ...")
-@click.option("--batch-size", type=int, default=None, help="Generation batch size (default 8).")
+@click.option("--batch-size", type=int, default=None, help=f"Generation batch size (default {GRID_BATCH_SIZE}, measured fastest-or-near on CPU).")
 @click.option("--limit", type=int, default=None, help="Documents per condition (a smoke test; not the paper's grid).")
 @click.option("--no-figures", is_flag=True, help="Skip the heatmaps.")
 def forcing(calibration, preset, out_dir, model, sets, languages, conditions, questions, max_gen_toks, lid, lid_model,

@@ -171,7 +171,9 @@ def _print_results(plan: DemoPlan, summary: dict) -> None:
     steering = summary["steering"]
     if "language_alphas" in steering:
         plan.say(f"  The calibrated setting ({steering['positions']} positions, α per target language) was chosen on "
-                 "calibration questions that the grid never asks; the paper's condition is not tuned.")
+                 "calibration questions that the grid never asks; the paper's condition (α = 1, every position) is "
+                 "not tuned" + ("." if plan.paper_condition else ": add --paper-condition to run it too (a third "
+                                "grid), or see docs/experiments/forcing-gemma.md."))
     plan.say(f"\nDone in {summary['seconds']:.0f} s. Outputs in {plan.out}:")
     for path in (plan.forcing_table, plan.translation_table, plan.heatmap, plan.results, plan.out / "summary.json",
                  plan.logs):

@@ -94,7 +94,7 @@ class ForcingSettings:
     lid_model: str | None = None  # a fastText model file ($LAPE_EVAL_LID_MODEL); None: lid.176 (bundled .ftz)
     dtype: str = "float32"
     device: str = "cpu"
-    batch_size: int = 8
+    batch_size: int = forcing.GRID_BATCH_SIZE
     limit: int | None = None
     calibration: str | None = None  # the calibrate file of the calibrated preset
 

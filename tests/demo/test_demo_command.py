@@ -26,17 +26,17 @@ def _planned(monkeypatch, *args: str):
 def test_the_command_turns_its_options_into_a_plan(tmp_path, monkeypatch):
     plan, result = _planned(monkeypatch, "--out", str(tmp_path), "--languages", "de,fr", "--pairs", "en-de, de-fr",
                             "--neurons", "mine.safetensors", "--calibration", "none", "--max-gen-toks", "16",
-                            "--translation-docs", "3", "--batch-size", "4", "--verbose")
+                            "--translation-docs", "3", "--batch-size", "4", "--verbose", "--paper-condition")
     assert result.exit_code == 0, result.output
     assert (plan.out, plan.languages, plan.pairs, plan.neuron_set, plan.calibration) == \
         (tmp_path, ["de", "fr"], ["en-de", "de-fr"], "mine.safetensors", "none")
     assert (plan.max_gen_toks, plan.translation_docs, plan.identify, plan.calibrate) == (16, 3, False, False)
-    assert (plan.batch_size, plan.verbose) == (4, True)
+    assert (plan.batch_size, plan.verbose, plan.paper_condition) == (4, True, True)
     plan, _ = _planned(monkeypatch, "--out", str(tmp_path), "--all-languages", "--identify", "--calibrate")
     assert plan.languages == list(PAPER_LANGUAGES) and plan.identify and plan.calibrate
     plan, _ = _planned(monkeypatch, "--out", str(tmp_path))
     assert plan.languages == list(DEFAULT_LANGUAGES) and plan.pairs == list(DEFAULT_PAIRS)
-    assert (plan.batch_size, plan.verbose) == (BATCH_SIZE, False)
+    assert (plan.batch_size, plan.verbose, plan.paper_condition) == (BATCH_SIZE, False, False)
 
 
 def test_bad_options_stop_the_command_before_anything_runs(tmp_path, monkeypatch):
