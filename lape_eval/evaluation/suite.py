@@ -278,7 +278,8 @@ def shipped_tasks() -> list[TaskSpec]:
     return specs
 
 
-_FAMILY_METRICS = {
+# The metrics each task family reports (per document, or corpus metrics aggregated over documents).
+FAMILY_METRICS = {
     "forcing": ("target_rate", "target_rate_clean", "degenerate_rate", "english_rate"),
     "translation": ("chrf_pp", "corpus_bleu", "sentence_bleu", "target_rate"),
     "xquad": ("exact_match", "f1", "exact_match_paper", "f1_paper", "target_rate"),
@@ -290,7 +291,7 @@ _FAMILY_METRICS = {
 
 
 def _metrics(family: str) -> tuple[tuple[str, str], ...]:
-    return tuple((metric, "none") for metric in _FAMILY_METRICS[family])
+    return tuple((metric, "none") for metric in FAMILY_METRICS[family])
 
 
 def shipped_groups() -> list[GroupSpec]:

@@ -48,7 +48,7 @@ from lape_eval.evaluation.data import (
     BASELINE_CONDITION, XNLI_LANGUAGES, XQUAD_LANGUAGES,
 )
 from lape_eval.evaluation.metrics import corpus_bleu, corpus_chrf_pp
-from lape_eval.evaluation.suite import DOWNSTREAM_FAMILIES, DOWNSTREAM_PREFIX, parse_task_name
+from lape_eval.evaluation.suite import DOWNSTREAM_FAMILIES, DOWNSTREAM_PREFIX, FAMILY_METRICS, parse_task_name
 from lape_eval.files import atomic_path, write_json
 from lape_eval.languages import PAPER_LANGUAGES
 from lape_eval.reports.plots import Matrix, family_ordered, save_figure, task_delta_figure
@@ -59,17 +59,12 @@ from lape_eval.reports.significance import (
 
 FAMILIES = DOWNSTREAM_FAMILIES
 TRANSLATION_FAMILIES = ("flores", "udhr_translation")
-# Per family: the metrics a heatmap can show (per-document numbers, or corpus metrics), the paper's first.
-METRICS = {
-    "flores": ("sentence_bleu", "chrf_pp", "corpus_bleu", "target_rate"),
-    "udhr_translation": ("sentence_bleu", "chrf_pp", "corpus_bleu", "target_rate"),
-    "xquad": ("exact_match", "f1", "exact_match_paper", "f1_paper", "target_rate"),
-    "belebele": ("acc", "unparsable_rate", "fallback_rate"),
-    "belebele_ll": ("acc", "acc_norm"),
-    "xnli": ("acc", "unparsable_rate"),
-    "xnli_ll": ("acc",),
-}
-DEFAULT_METRICS = {"flores": 2, "udhr_translation": 2, "xquad": 2}  # how many of METRICS (else the first)
+# Per family: the metrics a heatmap can show (the task family's own, evaluation.suite.FAMILY_METRICS),
+# the paper's first: sentence BLEU and chrF++ for translation, EM and F1 for XQuAD, accuracy otherwise.
+METRICS = {family: FAMILY_METRICS["translation" if family in TRANSLATION_FAMILIES else family]
+           for family in FAMILIES}
+PAPER_METRICS = {"flores": ("sentence_bleu", "chrf_pp"), "udhr_translation": ("sentence_bleu", "chrf_pp"),
+                 "xquad": ("exact_match", "f1")}  # else the family's first metric
 CORPUS_METRICS = {"chrf_pp": corpus_chrf_pp, "corpus_bleu": corpus_bleu}
 TESTS = ("auto", "none")
 _COMMAND_FILE = "command.json"
@@ -131,7 +126,7 @@ def downstream_settings(family: str, test_languages=None, activated=None, metric
         parse_task_name(task_of(family, code))  # the family's own check (e.g. XQuAD's 12 languages)
     active = _codes(activated, PAPER_LANGUAGES, "the activated languages") if activated else list(PAPER_LANGUAGES)
     allowed = METRICS[family]
-    chosen = list(dict.fromkeys(metrics)) if metrics else list(allowed[:DEFAULT_METRICS.get(family, 1)])
+    chosen = list(dict.fromkeys(metrics)) if metrics else list(PAPER_METRICS.get(family, allowed[:1]))
     unknown = [m for m in chosen if m not in allowed]
     if unknown:
         raise LapeEvalError(f"The {family} heatmaps can show {', '.join(allowed)}; not {', '.join(unknown)}.")
