@@ -24,7 +24,7 @@ from lape_eval.demo.plan import BATCH_SIZE
 @click.option("--max-gen-toks", type=int, default=32, show_default=True, help="Tokens generated per forcing answer.")
 @click.option("--translation-docs", type=int, default=10, show_default=True, help="UDHR paragraphs per translation pair.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=BATCH_SIZE, show_default=True,
-              help="Rows per generation batch of the lm-eval runs (32: measured within 5 % of the fastest on 2 CPU cores, benchmarks/RESULTS.md rows demo_batch_*).")
+              help="Rows per generation batch of the lm-eval runs (measured fastest on 2 CPU cores: benchmarks/RESULTS.md, rows demo_batch_*).")
 @click.option("--paper-condition", is_flag=True,
               help="Also run the forcing grid under the paper's own condition (alpha=1, every position; a third "
                    "grid, about 3 more minutes on 2 cores).")

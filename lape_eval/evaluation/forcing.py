@@ -18,10 +18,11 @@ MAX_NEW_TOKENS = 256  # the paper's answer length (the task's max_gen_toks)
 # The calibration's (and the CPU demo's) answer length: the language of an answer shows in its first
 # sentence, and eight times fewer tokens make a sweep of many settings affordable.
 SHORT_MAX_NEW_TOKENS = 32
-# Rows per generation batch of a forcing grid on a CPU. Measured with the demo's steered steps on
-# 2 cores (benchmarks/bench_demo_batch.py): batch 16, 32 and 64 took 0.66, 0.57 and 0.54 of batch 8's
-# time with identical answers; 32 is within the noise of one run of the fastest at half its memory.
-GRID_BATCH_SIZE = 32
+# Rows per generation batch of a forcing grid on a CPU: the fastest of 8, 16, 32, 64 with the demo's steered
+# steps on 2 cores (benchmarks/bench_demo_batch.py): batch 16, 32 and 64 took 0.66, 0.57 and 0.54 of
+# batch 8's time, with identical answers. Fuller batches also waste less: a batch decodes until its
+# longest answer ends, and steered answers run longer than unsteered ones.
+GRID_BATCH_SIZE = 64
 
 
 def forcing_prompt(question: str) -> str:

@@ -200,10 +200,10 @@ class _PositionTracker:
         is_prompt = past == 0
         self.skip = (self.positions == "prompt" and not is_prompt) or (self.positions == "generated" and is_prompt)
         attention = kwargs.get("attention_mask")
-        if torch.is_tensor(attention) and attention.dim() == 2 and length is not None and not bool(attention.all()):
-            self.mask = attention[:, -length:].bool()
-        else:
-            self.mask = None
+        # Only this pass's columns matter: a generated token is never padding, so a decoding pass of a
+        # left-padded batch edits every row without a mask (one torch.where per layer less per token).
+        current = attention[:, -length:] if torch.is_tensor(attention) and attention.dim() == 2 and length else None
+        self.mask = None if current is None or bool(current.all()) else current.bool()
         if self.positions == "answer" and is_prompt and length is not None and length > 1:
             last = torch.zeros(inputs.shape[0], length, dtype=torch.bool, device=inputs.device)
             last[:, -1] = True
