@@ -4,9 +4,9 @@
 ``python -m benchmarks.run demo_speedup`` (``LAPE_BENCH_DEMO_REFERENCE`` changes the reference
 commit). Both commits are cloned from this repository into ``runs/bench-demo-speedup/<commit>``
 (emptied first, kept afterwards: their ``runs/demo/logs`` and ``summary.json`` are the evidence);
-each clone runs the README's set-up (``make install``, not timed) and then ``make demo`` (timed:
-the wall time of the whole command, the first model load from the PyPI package into the clone's
-empty cache included). The reference demo runs first, then this commit's. Records: the wall-time
+each clone runs the README's set-up (``make install``, not timed), then the two run ``make demo``
+back to back, the reference first (timed: the wall time of the whole command, the first model load
+from the PyPI package into the clone's empty cache included). Records: the wall-time
 ratio (target <= 0.6), and each demo's steps with their times from its ``summary.json``.
 The clones are of committed states: commit before measuring. About 25 minutes on 2 cores.
 ``--quick`` runs the reduced demo of CI (tests/data/demo_baseline/settings.json) in both.
@@ -46,9 +46,14 @@ def _make(clone: Path, target: str, log_name: str, extra: list[str] = ()) -> flo
     return time.perf_counter() - started
 
 
-def _demo(commit: str, quick: bool) -> dict:
+def _prepared(commit: str) -> Path:
+    """A fresh clone of ``commit`` with the README's set-up done (``make install``, not timed)."""
     clone = _fresh_clone(commit, REPO_ROOT / "runs" / "bench-demo-speedup" / commit)
     _make(clone, "install", "install.log")
+    return clone
+
+
+def _demo(clone: Path, quick: bool) -> dict:
     extra = []
     if quick:
         settings = json.loads((REPO_ROOT / "tests" / "data" / "demo_baseline" / "settings.json").read_text())
@@ -65,9 +70,8 @@ def _steps(result: dict) -> str:
 
 
 def run(quick: bool = False) -> list[dict]:
-    head = _git("rev-parse", "--short", "HEAD")
-    reference = _demo(REFERENCE, quick)
-    current = _demo(head, quick)
+    clones = [_prepared(REFERENCE), _prepared(_git("rev-parse", "--short", "HEAD"))]  # both set up first,
+    reference, current = (_demo(clone, quick) for clone in clones)  # then the two demos back to back
     ratio = current["seconds"] / reference["seconds"]
     what = "reduced demo of CI" if quick else "default demo"
     return [{
