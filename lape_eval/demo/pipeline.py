@@ -16,7 +16,7 @@ from lape_eval.demo.plan import (
     DemoPlan,
 )
 from lape_eval.demo.headline import forcing_headline, headline_line
-from lape_eval.demo.step_runner import run_step
+from lape_eval.demo.step_runner import output_to_log, run_step
 from lape_eval.files import write_json
 from lape_eval.models import DEMO_MODEL
 from lape_eval.reports.results import RESULTS_GLOB, read_results
@@ -63,7 +63,8 @@ def _prepare_model(plan: DemoPlan) -> None:
         plan.live.write("▶ model: Gemma-3-270M from its PyPI package (cached as safetensors on first use) …")
         plan.live.flush()
     started = time.monotonic()
-    folder = ensure_demo_model_cached()
+    with output_to_log(plan, plan.logs / "model.log"):  # the GGUF conversion's progress bars
+        folder = ensure_demo_model_cached()
     if plan.live is not None:
         plan.live.write("\r\x1b[K")
     plan.say(f"✓ model: Gemma-3-270M from its PyPI package, cached in {folder}  ({time.monotonic() - started:.0f} s)")

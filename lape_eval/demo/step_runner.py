@@ -8,10 +8,13 @@ its log. ``--verbose`` streams the command's output instead, as a terminal would
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -51,6 +54,31 @@ def run_step(plan: DemoPlan, title: str, command: list[str], outputs: list[Path]
     record.parent.mkdir(exist_ok=True)
     record.write_text(recorded, encoding="utf-8")
     plan.log.append((title, round(time.monotonic() - started, 1)))
+
+
+@contextlib.contextmanager
+def output_to_log(plan: DemoPlan, log_path: Path):
+    """Inside the block, this process's own stdout and stderr (progress bars of libraries included)
+    go to ``log_path`` instead of the terminal, unless the plan is verbose: for the work the demo does
+    in-process (preparing the model) rather than through a command."""
+    if plan.verbose:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _shown(command: list[str]) -> str:

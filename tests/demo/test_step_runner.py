@@ -4,6 +4,7 @@ or streaming (--verbose); a failure says where the output is."""
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lape_eval.demo import DemoPlan, StepFailed, run_step
-from lape_eval.demo.step_runner import ProgressReader
+from lape_eval.demo.step_runner import ProgressReader, output_to_log
 
 
 def _plan(tmp_path: Path, **options) -> tuple[DemoPlan, list[str]]:
@@ -135,3 +136,17 @@ def test_the_progress_reader_finds_the_latest_complete_counter(chunks, expected)
     reader = ProgressReader()
     results = [reader.feed(chunk) for chunk in chunks]
     assert results[-1] == expected
+
+
+def test_in_process_work_writes_its_output_to_a_log_unless_verbose(tmp_path, capfd):
+    plan, _ = _plan(tmp_path)
+    log = tmp_path / "logs" / "model.log"
+    with output_to_log(plan, log):
+        os.write(1, b"progress of a library\n")  # at the file descriptors, as a library's own code writes
+        os.write(2, b"C-level stderr\n")
+    assert capfd.readouterr() == ("", "")
+    assert log.read_text() == "progress of a library\nC-level stderr\n"
+    plan.verbose = True
+    with output_to_log(plan, tmp_path / "logs" / "verbose.log"):
+        os.write(1, b"shown\n")
+    assert capfd.readouterr().out == "shown\n" and not (tmp_path / "logs" / "verbose.log").exists()
