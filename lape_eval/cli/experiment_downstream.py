@@ -24,7 +24,10 @@ _FAMILIES = ("udhr_translation", "flores", "belebele", "belebele_ll", "xquad", "
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the runs, downstream.csv, heatmaps/, report.md (re-running skips finished sets).")
 @click.option("--languages", default="all", show_default=True,
-              help="Test languages (translation: English -> each); default all of the family's.")
+              help="Test languages (translation: see --direction); default all of the family's.")
+@click.option("--direction", type=click.Choice(["from-en", "to-en"]), default="from-en", show_default=True,
+              help="Translation families: English into each test language (from-en, the paper's) or each test "
+                   "language into English (to-en).")
 @click.option("--activated", default="all", show_default=True,
               help="Activated languages (+X), default the 21; every set must have them.")
 @click.option("--metric", "metrics", multiple=True,
@@ -52,7 +55,7 @@ _FAMILIES = ("udhr_translation", "flores", "belebele", "belebele_ll", "xquad", "
               show_default=True, help="Level of the † marks.")
 @click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=12345, show_default=True)
-def downstream(model_name, neuron_sets, family, out_dir, languages, activated, metrics, method, alpha,
+def downstream(model_name, neuron_sets, family, out_dir, languages, direction, activated, metrics, method, alpha,
                language_alphas, positions, limit, max_gen_toks, metadata_json, data_dir, batch_size, device, dtype,
                revision, trust_remote_code, test, significance, resamples, seed):
     """Activate X while testing Y: the paper's test-language x activated-language heatmaps of improvement.
@@ -80,7 +83,7 @@ def downstream(model_name, neuron_sets, family, out_dir, languages, activated, m
     if trust_remote_code:
         model_options["trust_remote_code"] = True
     settings = downstream_settings(
-        family, languages, activated, split_names(metrics) or None, limit=limit, max_gen_toks=max_gen_toks,
+        family, languages, activated, split_names(metrics) or None, direction=direction, limit=limit, max_gen_toks=max_gen_toks,
         batch_size=batch_size, device=device, dtype=dtype, steering=steering, model_options=model_options,
         metadata=metadata, test=test, significance=significance, resamples=resamples, seed=seed)
     result = run_downstream(model_name, split_names(neuron_sets), out_dir, settings,

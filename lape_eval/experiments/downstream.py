@@ -59,6 +59,9 @@ from lape_eval.reports.significance import (
 
 FAMILIES = DOWNSTREAM_FAMILIES
 TRANSLATION_FAMILIES = ("flores", "udhr_translation")
+# Translation direction: the paper translates English into each test language (§6.2); "to-en" is the
+# reverse (each test language into English), the other half of the picture it does not draw.
+DIRECTIONS = ("from-en", "to-en")
 # Per family: the metrics a heatmap can show (the task family's own, evaluation.suite.FAMILY_METRICS),
 # the paper's first: sentence BLEU and chrF++ for translation, EM and F1 for XQuAD, accuracy otherwise.
 METRICS = {family: FAMILY_METRICS["translation" if family in TRANSLATION_FAMILIES else family]
@@ -81,15 +84,16 @@ def family_languages(family: str) -> tuple[str, ...]:
     return PAPER_LANGUAGES
 
 
-def task_of(family: str, language: str) -> str:
-    """The lape-eval task of ``family`` in test language ``language`` (translation: English → it)."""
+def task_of(family: str, language: str, direction: str = "from-en") -> str:
+    """The lape-eval task of ``family`` in test language ``language`` (translation: English → it, or it →
+    English with ``direction="to-en"``)."""
     if family in TRANSLATION_FAMILIES:
-        return f"lape_{family}_en-{language}"
+        return f"lape_{family}_" + (f"en-{language}" if direction == "from-en" else f"{language}-en")
     return f"lape_{family}_{language}"
 
 
-def downstream_task_name(family: str, language: str) -> str:
-    return DOWNSTREAM_PREFIX + task_of(family, language)[len("lape_"):]
+def downstream_task_name(family: str, language: str, direction: str = "from-en") -> str:
+    return DOWNSTREAM_PREFIX + task_of(family, language, direction)[len("lape_"):]
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class DownstreamSettings:
     test_languages: tuple[str, ...]
     activated: tuple[str, ...]
     metrics: tuple[str, ...]
+    direction: str = "from-en"  # translation families only: DIRECTIONS
     limit: int | None = None  # documents per test language (None: all)
     max_gen_toks: int | None = None  # None: the task's (the paper's) limit
     batch_size: str = "8"
@@ -120,10 +125,17 @@ def downstream_settings(family: str, test_languages=None, activated=None, metric
     family = str(family).strip()
     if family not in FAMILIES:
         raise LapeEvalError(f"Unknown downstream task family {family!r}: choose one of {', '.join(FAMILIES)}.")
+    direction = options.get("direction", "from-en")
+    if direction not in DIRECTIONS:
+        raise LapeEvalError(f"Unknown translation direction {direction!r}: choose from-en (English into each test "
+                            "language, the paper's) or to-en (each test language into English).")
+    if direction != "from-en" and family not in TRANSLATION_FAMILIES:
+        raise LapeEvalError(f"--direction {direction} applies to the translation families "
+                            f"({', '.join(TRANSLATION_FAMILIES)}), not to {family}: leave it out.")
     known = family_languages(family)
     tests = _codes(test_languages, known, f"the test languages of {family}") if test_languages else list(known)
     for code in tests:
-        parse_task_name(task_of(family, code))  # the family's own check (e.g. XQuAD's 12 languages)
+        parse_task_name(task_of(family, code, direction))  # the family's own check (e.g. XQuAD's 12 languages)
     active = _codes(activated, PAPER_LANGUAGES, "the activated languages") if activated else list(PAPER_LANGUAGES)
     allowed = METRICS[family]
     chosen = list(dict.fromkeys(metrics)) if metrics else list(PAPER_METRICS.get(family, allowed[:1]))
@@ -206,7 +218,7 @@ def lm_eval_command(model: str, neuron_set: str, folder: Path, settings: Downstr
     conditions = len(settings.activated) + 1
     metadata = {**settings.metadata, "activated_languages": ",".join(settings.activated), "downstream_baseline": True}
     command = ["run", "--model", "lape", "--model_args", ",".join(f"{k}={v}" for k, v in arguments.items()),
-               "--tasks", ",".join(downstream_task_name(settings.family, code) for code in settings.test_languages),
+               "--tasks", ",".join(downstream_task_name(settings.family, code, settings.direction) for code in settings.test_languages),
                "--metadata", json.dumps(metadata, sort_keys=True), "--device", settings.device,
                "--batch_size", str(settings.batch_size), "--log_samples", "--output_path", str(folder)]
     if settings.limit is not None:
@@ -313,7 +325,7 @@ def set_cells(label: str, folder: Path, settings: DownstreamSettings) -> list[Ce
     run = runs[0]
     cells = []
     for language in settings.test_languages:
-        task = downstream_task_name(settings.family, language)
+        task = downstream_task_name(settings.family, language, settings.direction)
         samples = run.samples(task)
         if not samples:
             raise LapeEvalError(f"{folder}: the run has no samples of {task} (it was run without --log_samples?); "
@@ -355,7 +367,8 @@ def heatmap_matrix(cells: list[Cell], set_name: str, metric: str, settings: Down
         annotations[i][j] = text + ("†" if cell.significant else "")
     documents = sorted({c.documents for c in mine})
     test = "" if settings.test == "none" else f" · † p < {settings.significance:g} (paired bootstrap)"
-    title = (f"{settings.family}: {metric} improvement (steered − baseline), set {set_name}\n"
+    family = settings.family + (f" {settings.direction}" if settings.family in TRANSLATION_FAMILIES else "")
+    title = (f"{family}: {metric} improvement (steered − baseline), set {set_name}\n"
              f"{model + ' · ' if model else ''}{'/'.join(map(str, documents))} documents per cell{test}")
     return Matrix(values, rows, [f"+{code}" for code in columns], title, f"Δ {metric}", "test language",
                   "activated language", annotations)
@@ -397,7 +410,9 @@ def write_outputs(cells: list[Cell], runs: list[SetRun], out: Path, settings: Do
     with atomic_path(table) as temporary:
         temporary.write_text(cells_csv(cells), encoding="utf-8")
     files["csv"] = table
-    report = [f"# Downstream heatmaps: {settings.family}", "",
+    direction = (" (English → test language)" if settings.direction == "from-en" else " (test language → English)") \
+        if settings.family in TRANSLATION_FAMILIES else ""
+    report = [f"# Downstream heatmaps: {settings.family}{direction}", "",
               f"Model `{model}`; improvement = steered (`+X`, steer=doc) − unsteered baseline, both from the set's one "
               f"lm-eval run; cells from the logged samples. Steering: {settings.steering or 'the lape defaults (add, α = 1)'}. "
               + ("" if settings.test == "none" else

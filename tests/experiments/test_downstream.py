@@ -179,12 +179,48 @@ def test_a_set_without_an_activated_language_is_refused_before_any_run(tmp_path,
     (("xquad", "mt"), "Unknown language code 'mt' in the test languages of xquad"),
     (("belebele", "de", "xx"), "Unknown language code 'xx' in the activated languages"),
     (("belebele", "de", "en", ["chrf_pp"]), "can show acc, unparsable_rate, fallback_rate; not chrf_pp"),
+    (("udhr_translation", "de", "en", None, "into-en"), "Unknown translation direction 'into-en'"),
+    (("belebele", "de", "en", None, "to-en"), "applies to the translation families"),
 ])
 def test_bad_settings_are_refused(arguments, message):
     from lape_eval.experiments.downstream import downstream_settings
 
+    *positional, direction = arguments if len(arguments) == 5 else (*arguments, "from-en")
     with pytest.raises(LapeEvalError, match=message):
-        downstream_settings(*arguments)
+        downstream_settings(*positional, direction=direction)
+
+
+def test_to_english_cells_equal_a_separate_run_of_the_reverse_pair(tmp_path, tiny_model_dir):
+    """--direction to-en: the test language's rows translate it into English (lape_udhr_translation_fr-en);
+    the cell equals the difference of two separate runs of that plain task."""
+    from lm_eval import simple_evaluate
+
+    from lape_eval.evaluation.suite import task_manager
+    from lape_eval.experiments.downstream import lm_eval_command, run_downstream
+
+    neurons = tmp_path / "tiny-set.safetensors"
+    make_set(width=96, num_layers=2).save(neurons)
+    model = str(tiny_model_dir("llama"))
+    from lape_eval.experiments.downstream import downstream_settings
+
+    chosen = downstream_settings("udhr_translation", "fr", "de", ["sentence_bleu"], direction="to-en", limit=DOCS,
+                                 max_gen_toks=NEW_TOKENS, batch_size=BATCH, steering={"alpha": "2"})
+    command = lm_eval_command(model, str(neurons), tmp_path / "run", chosen)
+    assert command[command.index("--tasks") + 1] == "lape_downstream_udhr_translation_fr-en"
+    result = run_downstream(model, [str(neurons)], tmp_path / "out", chosen, echo=lambda text: None)
+    (cell,) = result.cells
+    scores = {}
+    for steer in ("none", "+de"):
+        run = simple_evaluate(
+            model="lape", model_args={"pretrained": model, "neurons": str(neurons), "dtype": "float32",
+                                      "steer": steer, "alpha": 2.0},
+            tasks=["lape_udhr_translation_fr-en"], task_manager=task_manager(), device="cpu",
+            batch_size=int(BATCH), limit=DOCS, gen_kwargs={"max_gen_toks": NEW_TOKENS}, bootstrap_iters=0)
+        scores[steer] = run["results"]["lape_udhr_translation_fr-en"]["sentence_bleu,none"]
+    assert (cell.test_language, cell.activated) == ("fr", "de")
+    assert cell.baseline == pytest.approx(scores["none"], abs=1e-12)
+    assert cell.improvement == pytest.approx(scores["+de"] - scores["none"], abs=1e-12)
+    assert "test language → English" in result.files["report"].read_text(encoding="utf-8")
 
 
 def test_default_settings_follow_the_paper():
