@@ -97,7 +97,7 @@ class Judge:
         except Exception as error:  # noqa: BLE001  (any failure to load is the user's to fix)
             raise LapeEvalError(
                 f"The judge model {settings.model!r} (lm-eval model {settings.lm!r}, arguments "
-                f"{settings.arg_string()!r}) failed to load: {type(error).__name__}: {error}. Give an HF id that is "
+                f"{settings.arg_string()!r}) failed to load: {type(error).__name__}: {str(error).rstrip('.')}. Give an HF id that is "
                 "in the local cache (or reachable online), a local folder with the model, or a running server "
                 "(--judge-lm local-chat-completions --judge-args base_url=...).") from None
 

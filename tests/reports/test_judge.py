@@ -192,3 +192,28 @@ def test_runs_without_forcing_samples_are_an_error(tmp_path):
     shutil.copytree(RUNS / "base", folder)
     result = judge(folder, expect=2)
     assert "source_lang" in result.output
+
+
+@pytest.mark.numerics
+def test_table_shows_relevance_and_steering_score_or_needs_a_judge(grid, tmp_path):
+    from recorded_runs import table_csv
+
+    unjudged = tmp_path / "unjudged"
+    shutil.copytree(RUNS / "grid", unjudged)
+    plain = invoke("table", unjudged, "--format", "markdown").output
+    assert "relevance" not in plain and "needs a judge" not in plain  # nothing judged: the table as before
+    judge(grid)
+    _, records = samples_of(grid)
+    lfs, rel, steering = by_hand(records)
+    rows = table_csv(grid, unjudged, "--label", "judged", "--label", "unjudged")
+    assert float(rows["judged"]["rep_force · target_rate"]) == pytest.approx(lfs / 100, abs=1e-12)
+    assert float(rows["judged"]["rep_force · relevance"]) == pytest.approx(rel, abs=1e-12)
+    assert float(rows["judged"]["rep_force · steering_score"]) == pytest.approx(steering, abs=1e-12)
+    assert rows["unjudged"]["rep_force · relevance"] == "" and rows["unjudged"]["rep_force · steering_score"] == ""
+    text = invoke("table", grid, unjudged, "--label", "judged", "--label", "unjudged").output
+    unjudged_line = next(line for line in text.splitlines() if line.startswith("| unjudged"))
+    assert unjudged_line.count("needs a judge") == 2
+    assert f"{steering:.2f}" in text
+    # a judge metric chosen by name, like any metric
+    only = table_csv(grid, "--metric", "steering_score")
+    assert float(next(iter(only.values()))["rep_force"]) == pytest.approx(steering, abs=1e-12)
