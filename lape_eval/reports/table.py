@@ -255,6 +255,8 @@ def _order(dimension: str, values: set[str], runs: list[Run]) -> list[str]:
         return [run.label for run in runs if run.label in values]
     if dimension == "language":
         return sorted(values, key=language_sort_key)
+    if dimension == "metric":  # the task's own metric first, the judge's after it
+        return sorted(values, key=lambda v: (v in JUDGE_METRICS, JUDGE_METRICS.index(v) if v in JUDGE_METRICS else 0, v))
     return sorted(values)
 
 
