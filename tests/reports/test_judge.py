@@ -217,3 +217,28 @@ def test_table_shows_relevance_and_steering_score_or_needs_a_judge(grid, tmp_pat
     # a judge metric chosen by name, like any metric
     only = table_csv(grid, "--metric", "steering_score")
     assert float(next(iter(only.values()))["rep_force"]) == pytest.approx(steering, abs=1e-12)
+
+
+def test_an_hf_judge_with_seeded_sampling_repeats_its_replies(grid, tiny_model_dir, tmp_path):
+    """The default path: a chat model loaded by lm-eval's hf class, CLaS's sampling with a fixed seed.
+    (A tiny random Llama with a minimal chat template: its replies are noise, but must repeat.)"""
+    judge_dir = tmp_path / "judge"
+    shutil.copytree(tiny_model_dir("llama"), judge_dir)
+    config_path = judge_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["chat_template"] = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant:{% endif %}")
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    args = ("--judge", judge_dir, "--limit", "3", "--max-gen-toks", "6", "--device", "cpu")
+    invoke("judge", grid, *args)
+    path = next(grid.rglob(f"judgments_{TASK}_*.jsonl"))
+    first = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(first) == 3 and all("T=0.7, top-p=0.8, top-k=20, seed=1234" in j["judge"] for j in first)
+    assert all(j["rating"] == relevance.parse_rating(j["reply"]) for j in first)
+    path.unlink()
+    invoke("judge", grid, *args)
+    again = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [j["reply"] for j in again] == [j["reply"] for j in first]
+    invoke("judge", grid, *args, "--seed", "99")  # another seed is another judge, and samples other replies
+    other = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][-3:]
+    assert "seed=99" in other[0]["judge"] and [j["reply"] for j in other] != [j["reply"] for j in first]
