@@ -3,7 +3,7 @@
 Heavy imports (torch, transformers) happen inside the commands, so ``lape-eval --help`` stays fast.
 """
 
-from lape_eval.cli import adapters, demo, experiments, neurons, reports, steering  # noqa: F401  (each registers its commands)
+from lape_eval.cli import adapters, demo, experiments, judge, neurons, reports, steering  # noqa: F401  (each registers its commands)
 from lape_eval.cli import (  # noqa: F401  (each registers on the `lape-eval experiment` group)
     experiment_downstream,
     experiment_fallback,

@@ -24,6 +24,8 @@ from lape_eval.errors import LapeEvalError
 from lape_eval.experiments.forcing_plan import CONDITIONS, ForcingSettings, condition, planned_runs, set_name
 from lape_eval.files import atomic_path
 from lape_eval.reports.outcomes import output_text
+from lape_eval.reports.relevance import Judgment, SteeringScores, counts_note, current_judgments, judgments_path, \
+    steering_scores
 from lape_eval.reports.render import Cell, TextTable, render
 from lape_eval.reports.results import Run, load_runs
 from lape_eval.reports.significance import Z_95, McNemar, Proportion, mcnemar_exact, wilson_interval
@@ -43,6 +45,7 @@ class Answer:
     degenerate: bool
     label: str
     text: str
+    judgment: Judgment | None = None  # the relevance judge's (lape-eval judge), None when not judged
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -85,14 +88,17 @@ def read_answers(out: Path, settings: ForcingSettings) -> list[Answer]:
         run = read_run(out / "runs" / planned.name)
         name = BASELINE_SET if planned.neuron_set is None else set_name(planned.neuron_set)
         for cond in planned.conditions:
-            records = run.samples(condition(cond).task)
+            task = condition(cond).task
+            records = run.samples(task)
             if not records:
-                raise LapeEvalError(f"{run.path}: no samples of {condition(cond).task}; re-run the experiment.")
+                raise LapeEvalError(f"{run.path}: no samples of {task}; re-run the experiment.")
+            judged = current_judgments(judgments_path(run.path, task, run.date_id)) or {}
             for record in records:
                 doc = record["doc"]
                 answers.append(Answer(cond, name, doc["source_lang"], doc["target_lang"], str(doc["id"]),
                                       float(record["target_rate"]) > 0, float(record["degenerate_rate"]) > 0,
-                                      str(record.get("answer_lang", "")), output_text(record).strip()))
+                                      str(record.get("answer_lang", "")), output_text(record).strip(),
+                                      judged.get(record["doc_id"])))
     return answers
 
 
@@ -268,6 +274,62 @@ def per_language_table(answers: list[Answer], by: str) -> TextTable:
     return TextTable([by, *columns], rows)
 
 
+def arm_label(cond: str, neuron_set: str) -> str:
+    return cond if neuron_set == BASELINE_SET else f"{cond} · {neuron_set}"
+
+
+def arm_scores(answers: list[Answer]) -> dict[tuple[str, str], SteeringScores]:
+    """CLaS-Bench's LFS, relevance and steering score per arm (lape_eval.reports.relevance)."""
+    return {(cond, neuron_set): steering_scores((a.source, a.target, a.success, a.judgment)
+                                                for a in of_arm(answers, cond, neuron_set))
+            for cond, neuron_set in arms(answers)}
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def steering_table(scores: dict[tuple[str, str], SteeringScores]) -> TextTable:
+    header = ["condition", "set", "LFS %", "relevance %", "steering score", "judged answers"]
+    rows = [[Cell(condition(cond).label), Cell(neuron_set), Cell(_score(s.overall.lfs)),
+             Cell(_score(s.overall.relevance)), Cell(_score(s.overall.steering)), Cell(counts_note(s.overall))]
+            for (cond, neuron_set), s in scores.items()]
+    return TextTable(header, rows, left=2)
+
+
+def steering_by_language_table(scores: dict[tuple[str, str], SteeringScores], by: str) -> TextTable:
+    """Steering score (LFS / relevance) per target or source language (CLaS's per-language view)."""
+    columns = [arm_label(*arm) for arm in scores]
+    languages = list(dict.fromkeys(lang for s in scores.values() for lang in getattr(s, by)))
+    rows = []
+    for lang in languages:
+        cells = []
+        for s in scores.values():
+            one = getattr(s, by).get(lang)
+            cells.append(Cell("—" if one is None else
+                              f"{_score(one.steering)} ({_score(one.lfs)} / {_score(one.relevance)})"))
+        rows.append([Cell(lang), *cells])
+    return TextTable([by, *columns], rows)
+
+
+def steering_lines(answers: list[Answer], out: Path) -> list[str]:
+    """The report's section on relevance and the steering score; "needs a judge" before any judging."""
+    if not any(a.judgment is not None for a in answers):
+        return ["Needs a judge: no answer has been rated yet. Run `lape-eval judge "
+                f"{out / 'runs'} --judge MODEL` (CLaS-Bench's judge is Qwen/Qwen3-8B), then re-run this experiment "
+                "(finished runs are skipped; the report is rewritten)."]
+    scores = arm_scores(answers)
+    judges = sorted({a.judgment.judge for a in answers if a.judgment is not None})
+    return [f"Judge: {'; '.join(judges)}. Relevance = mean rating (0/1/2) / 2 × 100 over the parsed ratings; steering "
+            "score = harmonic mean of LFS (pooled, diagonal included) and relevance, overall from the overall "
+            "LFS and relevance (CLaS-Bench's get_steering_score.py).", "",
+            render(steering_table(scores), "markdown").rstrip(), "",
+            "Per target language: steering score (LFS / relevance), pooled over the source languages:", "",
+            render(steering_by_language_table(scores, "target"), "markdown").rstrip(), "",
+            "Per source language: steering score (LFS / relevance), pooled over the target languages:", "",
+            render(steering_by_language_table(scores, "source"), "markdown").rstrip()]
+
+
 # --- writing -----------------------------------------------------------------------------------------
 
 
@@ -301,6 +363,16 @@ def write_csvs(out: Path, answers: list[Answer], results: list[PairedResult]) ->
                  cells[(lang, column)].low, cells[(lang, column)].high] for lang in languages for column in columns]
         paths.append(_write_text(folder / f"per_{by}.csv", _csv_text(
             [by, "arm", "successes", "n", "rate", "low", "high"], rows)))
+    if any(a.judgment is not None for a in answers):
+        rows = [[cond, neuron_set, by, lang, one.answers, one.successes, one.rated, one.unparsed, one.unjudged, one.empty,
+                 *(math.nan if v is None else v for v in (one.lfs, one.relevance, one.steering))]
+                for (cond, neuron_set), scores in arm_scores(answers).items()
+                for by, groups in (("overall", {"all": scores.overall}), ("target", scores.target),
+                                   ("source", scores.source))
+                for lang, one in groups.items()]
+        paths.append(_write_text(folder / "steering.csv", _csv_text(
+            ["condition", "neuron_set", "by", "language", "answers", "successes", "rated", "unparsed", "unjudged",
+             "empty", "lfs", "relevance", "steering_score"], rows)))
     paths.append(_write_text(folder / "answers.csv", _csv_text(
         ["condition", "neuron_set", "source", "target", "question", "success", "degenerate", "label", "answer"],
         [[a.condition, a.neuron_set, a.source, a.target, a.question, int(a.success), int(a.degenerate), a.label, a.text]
@@ -374,7 +446,9 @@ def write_report(out: Path, settings: ForcingSettings, questions_source: str = "
              "## Per target language (pooled over source languages, diagonal included)", "",
              render(per_language_table(answers, "target"), "markdown").rstrip(), "",
              "## Per source (prompt) language (pooled over target languages, diagonal included)", "",
-             render(per_language_table(answers, "source"), "markdown").rstrip(), ""]
+             render(per_language_table(answers, "source"), "markdown").rstrip(), "",
+             "## Relevance and steering score (CLaS-Bench's judge)", "",
+             *steering_lines(answers, out), ""]
     if images:
         parts += ["## Heatmaps (source × target, % of answers in the target language)", ""]
         parts += [f"![{p.stem}](figures/{p.name})" for p in images] + [""]

@@ -18,6 +18,7 @@ from lape_eval.reports.results import Run
 
 LABEL_FIELDS = ("answer_lang", "output_lang", "output_language", "lid", "pred_lang", "predicted_lang", "language_id")
 SUCCESS_FIELDS = ("success", "target_rate", "on_target", "forcing_success", "target_language_rate")
+QUESTION_FIELDS = ("question", "input", "prompt")
 _MISSING = object()
 
 
@@ -29,6 +30,7 @@ class FieldNames:
     success: str | None = None  # None: the first of SUCCESS_FIELDS present, else label == target
     lid: str | None = None  # LID backend when the label comes from the output text
     filter: str | None = None  # the filter whose records count (default: the first one logged)
+    question: str | None = None  # None: the first of QUESTION_FIELDS in the document, else the prompt as given
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Outcome:
     target: str | None
     label: str
     success: bool | None
+    question: str = ""  # what was asked (for the relevance judge)
+    answer: str = ""  # the model's output (``filtered_resps``)
 
 
 def field(record: dict, name: str):
@@ -55,6 +59,19 @@ def output_text(record: dict) -> str:
     while isinstance(response, list) and response:
         response = response[0]
     return response if isinstance(response, str) else ""
+
+
+def question_text(record: dict, name: str | None = None) -> str:
+    """What the document asked: its field ``name`` (default: the first of QUESTION_FIELDS it has),
+    else the prompt the model was given."""
+    doc = record.get("doc") or {}
+    for candidate in [name] if name else QUESTION_FIELDS:
+        value = field(record, candidate) if name else doc.get(candidate, _MISSING)
+        if value is not _MISSING and value is not None:
+            return str(value)
+    arguments = record.get("arguments") or {}
+    first = next(iter(arguments.values()), None) if isinstance(arguments, dict) else None
+    return str(first.get("arg_0", "")) if isinstance(first, dict) else ""
 
 
 def _first_present(records: list[dict], candidates) -> str | None:
@@ -124,6 +141,7 @@ def outcomes(run: Run, task: str, names: FieldNames = FieldNames()) -> tuple[lis
             success = _success(field(record, success_field))
         else:
             success = None if target is None else label == target
-        result.append(Outcome(task, record.get("doc_id"), source, target, label, success))
+        result.append(Outcome(task, record.get("doc_id"), source, target, label, success,
+                              question_text(record, names.question), output_text(record)))
     success_from = f"field '{success_field}'" if success_field else "output language = target language"
     return result, {"label": label_from, "success": success_from}

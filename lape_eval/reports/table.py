@@ -8,6 +8,12 @@ entry, else the table is ambiguous and the error says which dimension to add. Ce
 ± its standard error, the difference Δ to a baseline run with a significance marker
 (:mod:`lape_eval.reports.significance`), and the best value along the configuration axis in bold. Missing
 scores stay missing (``—``), never 0, and an Average over a line with a missing score is missing too.
+
+Forcing tasks judged with ``lape-eval judge`` (:mod:`lape_eval.reports.relevance`) add two scores per
+run and task: ``relevance`` and ``steering_score`` (CLaS-Bench's, 0–100). They are entries of their own,
+told apart from the task's score by a fourth coordinate, ``metric``, which the table then adds to the
+columns (unless the rows or columns already hold it); a run that was not judged shows "needs a judge"
+there.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from lape_eval.reports.significance import DEFAULT_RESAMPLES, DEFAULT_SEED, Comp
 from lape_eval.reports.task_languages import (LANGUAGE_METADATA_KEYS, benchmark_name, compile_language_regex,
                                              language_sort_key, task_language)
 
-DIMENSIONS = ("config", "task", "language", "benchmark")
+DIMENSIONS = ("config", "task", "language", "benchmark", "metric")
+JUDGE_METRICS = ("relevance", "steering_score")  # added by `lape-eval judge` (lape_eval.reports.relevance)
+NEEDS_JUDGE = "needs a judge"
 AVERAGE = "Average"
 AVERAGE_CHOICES = ("auto", "row", "column", "both", "none")
 BEST_CHOICES = ("auto", "column", "row", "none")
@@ -47,6 +55,7 @@ class TableOptions:
     average: str = "auto"
     best: str = "auto"
     decimals: int | None = None
+    judge: bool = True  # add the relevance and steering score of judged forcing tasks (not with --metric)
 
 
 @dataclass
@@ -87,6 +96,8 @@ class ComparisonTable:
     metrics: dict[str, str]  # task -> metric key shown
     entries: list[Entry]
     best_along: str = "none"  # "column", "row" or "none"
+    judge_columns: set = field(default_factory=set)  # columns of judge metrics (a gap there needs a judge)
+    judge_rows: set = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,9 +174,12 @@ def collect_entries(runs: list[Run], options: TableOptions, needs_language: bool
                 without_language.add(task)
                 continue
             coords = {"config": run.label, "task": task, "language": language[0] if language else "",
-                      "benchmark": benchmark_name(task, language[1] if language else None)}
+                      "benchmark": benchmark_name(task, language[1] if language else None),
+                      "metric": key.split(",", 1)[0]}
             entries.append(Entry(run, task, key, run.score(task, key), run.higher_is_better(task, key), coords,
                                  is_group))
+            if options.judge and not options.metrics:
+                entries.extend(_judge_entries(run, task, key, coords, is_group))
     if without_metric:
         what = f"metric {' or '.join(options.metrics)}" if options.metrics else "numeric metric"
         notes.append(f"Left out (no {what}): {', '.join(sorted(without_metric))}.")
@@ -174,6 +188,38 @@ def collect_entries(runs: list[Run], options: TableOptions, needs_language: bool
     if not entries:
         raise _nothing_to_tabulate(runs, options, bool(without_language))
     return entries, notes
+
+
+def add_judge_scores(runs: list[Run]) -> None:
+    """Put the relevance and steering score of each judged forcing task into its run's results (as
+    ``relevance,<filter>`` and ``steering_score,<filter>``), so that they are scores like any other."""
+    from lape_eval.reports.relevance import run_scores
+
+    for run in runs:
+        for task in run.tasks:
+            if task in run.groups or run.samples_path(task) is None:
+                continue
+            scores = run_scores(run, task)
+            if scores is None:
+                continue
+            keys = run.metric_keys(task)
+            filter_name = keys[0].split(",", 1)[1] if keys else "none"
+            for metric, value in (("relevance", scores.overall.relevance), ("steering_score", scores.overall.steering)):
+                if value is not None:
+                    run.data["results"][task][f"{metric},{filter_name}"] = value
+                    run.data.setdefault("higher_is_better", {}).setdefault(task, {})[metric] = True
+
+
+def _judge_entries(run: Run, task: str, key: str, coords: dict, is_group: bool) -> list[Entry]:
+    """Entries of the judge scores of ``task`` next to its ``key`` (same filter)."""
+    filter_name = key.split(",", 1)[1] if "," in key else "none"
+    entries = []
+    for metric in JUDGE_METRICS:
+        judge_key = f"{metric},{filter_name}"
+        score = run.score(task, judge_key) if judge_key != key else None
+        if score is not None:
+            entries.append(Entry(run, task, judge_key, score, True, {**coords, "metric": metric}, is_group))
+    return entries
 
 
 def _nothing_to_tabulate(runs: list[Run], options: TableOptions, lacked_language: bool) -> LapeEvalError:
@@ -209,6 +255,8 @@ def _order(dimension: str, values: set[str], runs: list[Run]) -> list[str]:
         return [run.label for run in runs if run.label in values]
     if dimension == "language":
         return sorted(values, key=language_sort_key)
+    if dimension == "metric":  # the task's own metric first, the judge's after it
+        return sorted(values, key=lambda v: (v in JUDGE_METRICS, JUDGE_METRICS.index(v) if v in JUDGE_METRICS else 0, v))
     return sorted(values)
 
 
@@ -285,7 +333,12 @@ def build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
 def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
     rows_dims, cols_dims = check_options(options)
     baseline = select_run(runs, options.baseline) if options.baseline else None
+    if options.judge:
+        add_judge_scores(runs)
     entries, notes = collect_entries(runs, options, "language" in rows_dims + cols_dims)
+    judged = any(e.coords["metric"] in JUDGE_METRICS for e in entries) and not options.metrics
+    if judged and "metric" not in rows_dims + cols_dims:
+        cols_dims = [*cols_dims, "metric"]
     _check_common_tasks(entries, runs)
     shown = {id(entry.run) for entry in entries}
     if len(shown) < len(runs):
@@ -311,8 +364,15 @@ def _build_table(runs: list[Run], options: TableOptions) -> ComparisonTable:
     metrics = {}
     for entry in entries:
         metrics.setdefault(entry.task, entry.key)
+    judge_at = lambda keys, dims: {i for i, k in enumerate(keys)  # noqa: E731
+                                    if "metric" in dims and k[dims.index("metric")] in JUDGE_METRICS}
+    if judged:
+        notes.append("relevance, steering_score: CLaS-Bench's judge (lape-eval judge), 0–100: relevance = mean rating "
+                     "/ 2 × 100 over the parsed ratings, steering score = harmonic mean of the language forcing "
+                     f"success (%) and relevance; {NEEDS_JUDGE}: run `lape-eval judge` on that run.")
     return ComparisonTable(" · ".join(rows_dims), rows, columns, cells, baseline.label if baseline else None,
-                           options, notes, metrics, entries, best)
+                           options, notes, metrics, entries, best, judge_at(col_keys, cols_dims),
+                           judge_at(row_keys, rows_dims))
 
 
 def _cell_of(entry: Entry, options: TableOptions) -> TableCell:
@@ -433,8 +493,13 @@ def _notes(table: ComparisonTable) -> list[str]:
 
 def to_text_table(table: ComparisonTable) -> TextTable:
     decimals, per_metric = table.options.decimals, metric_decimals(table.cells.values())
-    rows = [[Cell(label)] + [format_cell(table.cells.get((i, j)), decimals, per_metric)
-                             for j in range(len(table.columns))] for i, label in enumerate(table.rows)]
+    def shown(i: int, j: int) -> Cell:
+        cell = table.cells.get((i, j))
+        if cell is None and (j in table.judge_columns or i in table.judge_rows):
+            return Cell(NEEDS_JUDGE)
+        return format_cell(cell, decimals, per_metric)
+
+    rows = [[Cell(label)] + [shown(i, j) for j in range(len(table.columns))] for i, label in enumerate(table.rows)]
     csv_rows = [[table.row_title] + [f"{c}{suffix}" for c in table.columns
                                      for suffix in ("", " stderr", " delta", " p", " test")]]
     for i, label in enumerate(table.rows):

@@ -64,3 +64,39 @@ def test_tables_render_every_arm_with_intervals():
     low, high = fr.mean_interval([1.0, 3.0])[1:]
     # mean 2, sd √2, n 2: 2 ± 1.96·1 (hand formula; rounding only)
     assert (low, high) == pytest.approx((2 - fr.Z_95, 2 + fr.Z_95), abs=1e-12)
+
+
+def judged(items, ratings):
+    """``items`` with a judgment each: ``ratings`` maps (source, target) to the rating (None: unparsed)."""
+    from dataclasses import replace
+
+    from lape_eval.reports.relevance import Judgment
+
+    return [replace(a, judgment=Judgment(0, a.source, a.target, "k", "scripted", ratings[(a.source, a.target)],
+                                         "", False)) for a in items]
+
+
+def test_steering_score_section_by_hand(tmp_path):
+    ratings = {("en", "en"): 2, ("en", "de"): 1, ("de", "en"): None, ("de", "de"): 0}
+    items = judged(answers("act", DIAG | {("en", "de", "q1")}), ratings)  # 7 of 12 in the target language
+    scores = fr.arm_scores(items)[("act", SET)]
+    lfs = 100 * 7 / 12
+    relevance = 100 * (3 * 2 + 3 * 1 + 3 * 0) / (9 * 2)  # de->en unparsed: left out
+    assert scores.overall.lfs == pytest.approx(lfs, abs=1e-12)
+    assert scores.overall.relevance == pytest.approx(relevance, abs=1e-12)
+    assert scores.overall.steering == pytest.approx(2 * lfs * relevance / (lfs + relevance), abs=1e-12)
+    # per target de: LFS 4/6 (en->de q1 and the 3 de->de), ratings 1,1,1,0,0,0
+    de = scores.target["de"]
+    want_lfs, want_rel = 100 * 4 / 6, 100 * 3 / 12
+    assert (de.lfs, de.relevance) == pytest.approx((want_lfs, want_rel), abs=1e-12)
+    assert de.steering == pytest.approx(2 * want_lfs * want_rel / (want_lfs + want_rel), abs=1e-12)
+    # per source de: ratings None x3 and 0 x3 -> relevance 0 -> steering 0 (CLaS's harmonic mean)
+    assert scores.source["de"].relevance == 0.0 and scores.source["de"].steering == 0.0
+    text = "\n".join(fr.steering_lines(items, tmp_path))
+    assert f"| {scores.overall.lfs:.1f} | {relevance:.1f} | {scores.overall.steering:.1f} |" in text
+    assert "3 replies without a parsable rating" in text
+
+
+def test_steering_section_without_judgments_says_it_needs_a_judge(tmp_path):
+    lines = fr.steering_lines(answers("act", DIAG), tmp_path)
+    assert lines[0].startswith("Needs a judge") and f"lape-eval judge {tmp_path / 'runs'}" in lines[0]

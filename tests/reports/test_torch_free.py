@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 REPORT_MODULES = ("table", "plots", "regress", "fallback", "results", "outcomes", "significance", "render",
-                  "task_languages")
+                  "task_languages", "relevance")
 
 
 def test_report_modules_import_neither_torch_nor_safetensors():
