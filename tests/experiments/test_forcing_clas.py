@@ -283,3 +283,27 @@ def test_preset_clas_sends_the_bare_question_in_the_chat_template(chat_model, tm
     assert {text for text, _ in sent} == set(by_hand.values())
     for text, ids in sent:  # one BOS: the template's, none added by the tokenizer call
         assert ids == tokenizer(text, add_special_tokens=False)["input_ids"] and ids.count(tokenizer.bos_token_id) == 1
+
+
+def test_the_command_runs_preset_clas_through_lm_evals_chat_template(chat_model, tmp_path):
+    """``lape-eval experiment forcing --preset clas`` end to end (lm-eval's own command line in a subprocess):
+    the logged request of each document is the bare question in the chat template."""
+    from click.testing import CliRunner
+
+    from lape_eval.cli import cli
+
+    clone = write_clas_clone(tmp_path / "clone", langs=("en", "de"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "experiment", "forcing", "--preset", "clas", "--model", str(chat_model), "--languages", "en,de",
+        "--questions", f"clas:{clone}", "--conditions", "baseline", "--max-gen-toks", "2", "--limit", "4",
+        "--no-figures", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [samples] = (out / "runs" / "baseline").rglob("samples_lape_forcing_grid_baseline_*.jsonl")
+    logged = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
+    assert len(logged) == 4
+    for sample in logged:
+        question = sample["doc"]["question"]
+        assert sample["arguments"]["gen_args_0"]["arg_0"] == (
+            f"<s><start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n")
+    assert "preset `clas`" in (out / "report.md").read_text(encoding="utf-8")
