@@ -18,6 +18,10 @@ carry options:
 ``forcing_questions``
     A JSONL file of other parallel questions for the forcing tasks (same schema as
     ``tasks/forcing/questions.jsonl``).
+``prompt_style``
+    What a forcing document asks (its ``prompt`` field, the tasks' ``doc_to_text``): ``paper``
+    (default, ``"Q: {question} \\nA:"``) or ``clas`` (CLaS-Bench: the bare question, to run with
+    lm-eval's ``--apply_chat_template``; :mod:`lape_eval.evaluation.forcing`).
 ``flores_split`` (``devtest``), ``udhr_split`` (``heldout``), ``udhr_max_words`` (none),
 ``xnli_max_docs`` (1000)
     Deviations from the defaults.
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from lape_eval.errors import LapeEvalError
+from lape_eval.evaluation.forcing import check_prompt_style, forcing_prompt
 from lape_eval.languages import PAPER_LANGUAGES, UnknownLanguageError, get_language
 
 DATA_DIR_ENV = "LAPE_EVAL_DATA_DIR"
@@ -268,10 +273,11 @@ def _question_table(options: dict, languages: list[str]) -> tuple[list[dict], st
     return rows, source
 
 
-def _forcing_doc(row: dict, source: str, target: str, rows: list[dict]) -> dict:
+def _forcing_doc(row: dict, source: str, target: str, rows: list[dict], style: str) -> dict:
     return {
         "id": str(row["id"]),
         "question": row[source],
+        "prompt": forcing_prompt(row[source], style),  # what the model is asked (doc_to_text)
         "source_lang": source,
         "target_lang": target,
         "source_name": language_name(source),
@@ -285,7 +291,8 @@ def load_forcing(lang=None, **options) -> Any:
     """One source language; the target is the same language (plain LID of the answers)."""
     lang = check_language(lang, None, "lape_forcing")
     rows, _ = _question_table(options, [lang])
-    return _dataset([_forcing_doc(row, lang, lang, rows) for row in rows])
+    style = check_prompt_style(options.get("prompt_style"))
+    return _dataset([_forcing_doc(row, lang, lang, rows, style) for row in rows])
 
 
 def load_forcing_grid(**options) -> Any:
@@ -300,8 +307,9 @@ def load_forcing_grid(**options) -> Any:
     sources = _parse_codes(options.get("source_languages"), "source_languages") or both or list(PAPER_LANGUAGES)
     targets = _parse_codes(options.get("target_languages"), "target_languages") or both or list(PAPER_LANGUAGES)
     rows, _ = _question_table(options, list(dict.fromkeys(sources + targets)))
+    style = check_prompt_style(options.get("prompt_style"))
     # Question-major order: --limit 441 (21 x 21) gives every cell of the grid one question.
-    docs = [_forcing_doc(row, s, t, rows) for row in rows for s in sources for t in targets]
+    docs = [_forcing_doc(row, s, t, rows, style) for row in rows for s in sources for t in targets]
     template = options.get("steer_template")
     if template:  # a per-document spec for steer=doc (lape_eval.experiments: one task per condition)
         diagonal = options.get("steer_template_diagonal") or template

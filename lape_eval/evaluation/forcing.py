@@ -6,9 +6,16 @@ and must not drift apart: the forcing tasks (``tasks/forcing/_forcing_yaml``, wh
 :mod:`lape_eval.evaluation.suite` writes from these values) and the calibration sweep
 (:mod:`lape_eval.evaluation.calibration_sweep`), which chooses steering settings on other
 questions under the same protocol.
+
+Prompt styles (the forcing tasks' option ``prompt_style``, in ``dataset_kwargs`` or ``--metadata``):
+``paper`` is the prompt above; ``clas`` is CLaS-Bench's (method spec §9.2): the bare question, which
+lm-eval's ``--apply_chat_template`` sends as the single user turn of the model's chat template, and
+which CLaS-Bench answers greedily, repetition penalty 1.0, up to 1024 tokens, stopping at EOS only.
 """
 
 from __future__ import annotations
+
+from lape_eval.errors import LapeEvalError
 
 PROMPT = "Q: {question} \nA:"
 STOP_STRINGS = ("\nQ:", "\nA:")
@@ -25,8 +32,26 @@ SHORT_MAX_NEW_TOKENS = 32
 GRID_BATCH_SIZE = 64
 
 
-def forcing_prompt(question: str) -> str:
-    return PROMPT.format(question=question)
+# CLaS-Bench's decoding (method spec §9.2; its 1-prompt_generate.py): vLLM's LLM.chat, greedy.
+CLAS_MAX_NEW_TOKENS = 1024
+CLAS_REPETITION_PENALTY = 1.0
+CLAS_STOP_STRINGS: tuple[str, ...] = ()  # EOS only (HFLM always adds it)
+
+PROMPT_STYLES = {"paper": PROMPT, "clas": "{question}"}
+DEFAULT_PROMPT_STYLE = "paper"
+
+
+def check_prompt_style(style: str | None) -> str:
+    style = str(style or DEFAULT_PROMPT_STYLE).strip().lower()
+    if style not in PROMPT_STYLES:
+        raise LapeEvalError(f"prompt_style {style!r}: choose paper (the paper's 'Q: {{question}} \\nA:', method spec "
+                            "§6.1) or clas (CLaS-Bench's bare question, for lm-eval's --apply_chat_template, §9.2).")
+    return style
+
+
+def forcing_prompt(question: str, style: str = DEFAULT_PROMPT_STYLE) -> str:
+    """The text a forcing document asks: the paper's prompt, or (``clas``) the bare question."""
+    return PROMPT_STYLES[check_prompt_style(style)].format(question=question)
 
 
 def cut_at_stop_strings(text: str) -> str:

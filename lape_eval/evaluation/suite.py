@@ -392,11 +392,13 @@ def forcing_template_text() -> str:
 # Language forcing (method spec §6.1): {prompt}, {decoding}, repetition_penalty {forcing.REPETITION_PENALTY:g}, stops
 # {" and ".join(stops)}, {forcing.MAX_NEW_TOKENS} new tokens. The answer's language is identified (lape_eval.evaluation.lid, backend
 # $LAPE_EVAL_LID_BACKEND, default cld2) and compared with the document's target language.
+# doc_to_text is the document's prompt: that prompt by default, the bare question with prompt_style clas
+# (dataset_kwargs or --metadata; CLaS-Bench, for --apply_chat_template: method spec §9.2).
 # Included by the generated lape_forcing_<lang>.yaml; not a task by itself (no .yaml suffix).
 output_type: generate_until
 test_split: test
 custom_dataset: !function lape_eval.evaluation.data.load_forcing
-doc_to_text: {json.dumps(forcing.PROMPT.replace("{question}", "{{question}}"))}
+doc_to_text: "{{{{prompt}}}}"
 doc_to_target: target_reference
 process_results: !function lape_eval.evaluation.metrics.process_forcing
 generation_kwargs:

@@ -18,8 +18,16 @@ four steered conditions of a neuron set share the operator and run as four tasks
 one model load per neuron set (two when a calibration chose another method for the activations).
 
 Every condition is a task generated into ``OUT/tasks/`` (``lape_forcing_grid_<condition>``): the
-bundled ``lape_forcing_grid`` with its decoding written out (so the run's config states it) and, for
-the steered conditions, the per-document spec as ``dataset_kwargs.steer_template``.
+bundled ``lape_forcing_grid`` with its decoding and prompt style written out (so the run's config
+states them) and, for the steered conditions, the per-document spec as ``dataset_kwargs.steer_template``.
+
+Presets: ``paper`` (method spec §6.1), ``calibrated FILE`` (a ``lape-eval calibrate`` file's settings)
+and ``clas`` (CLaS-Bench, method spec §9.2: its 70 questions in its 32 languages, each asked bare as
+the one user turn of the model's chat template, i.e. lm-eval's ``--apply_chat_template``; greedy,
+repetition penalty 1.0, up to 1024 new tokens, EOS the only stop). CLaS-Bench identifies languages
+with fastText's NLLB model ``lid218e.bin``, which no package here ships: the preset uses fastText
+with the bundled lid.176 unless ``--lid-model PATH/lid218e.bin`` is given (its FLORES-style labels,
+e.g. ``__label__pes_Arab``, are mapped to the registry's codes by :mod:`lape_eval.evaluation.lid`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pathlib import Path
 from lape_eval.errors import LapeEvalError
 from lape_eval.evaluation import forcing
 from lape_eval.evaluation.lid import BACKEND_ENV, MODEL_ENV
-from lape_eval.languages import PAPER_LANGUAGES, parse_languages
+from lape_eval.languages import CLAS_BENCH_LANGUAGES, PAPER_LANGUAGES, parse_languages
 from lape_eval.models import DEMO_MODEL
 from lape_eval.resources import tasks_folder
 from lape_eval.steering.calibration import read_calibration
@@ -61,7 +69,7 @@ CONDITIONS = (
               "-{target_lang}:0 +{target_lang}", additive=False),
 )
 CONDITION_NAMES = tuple(c.name for c in CONDITIONS)
-PRESETS = ("paper", "calibrated")
+PRESETS = ("paper", "calibrated", "clas")
 
 
 def condition(name: str) -> Condition:
@@ -90,6 +98,8 @@ class ForcingSettings:
     do_sample: bool = forcing.DO_SAMPLE
     repetition_penalty: float = forcing.REPETITION_PENALTY
     stops: list[str] = field(default_factory=lambda: list(forcing.STOP_STRINGS))
+    prompt: str = forcing.DEFAULT_PROMPT_STYLE  # paper: "Q: {question} \nA:"; clas: the bare question
+    apply_chat_template: bool = False  # lm-eval's --apply_chat_template: the prompt as one user turn
     lid: str = "fasttext"
     lid_model: str | None = None  # a fastText model file ($LAPE_EVAL_LID_MODEL); None: lid.176 (bundled .ftz)
     dtype: str = "float32"
@@ -118,6 +128,17 @@ def calibrated_settings(calibration: str, **overrides) -> ForcingSettings:
     return _override(settings, overrides)
 
 
+def clas_settings(**overrides) -> ForcingSettings:
+    """CLaS-Bench's generation protocol (method spec §9.2): its questions in its 32 languages, asked bare in
+    the chat template, greedy, repetition penalty 1.0, 1024 new tokens (``--max-gen-toks`` lowers it), EOS
+    only; fastText LID (CLaS-Bench's lid218e.bin with ``--lid-model``, else the bundled lid.176)."""
+    settings = ForcingSettings(preset="clas", languages=list(CLAS_BENCH_LANGUAGES), questions="clas",
+                               prompt="clas", apply_chat_template=True, max_gen_toks=forcing.CLAS_MAX_NEW_TOKENS,
+                               do_sample=False, repetition_penalty=forcing.CLAS_REPETITION_PENALTY,
+                               stops=list(forcing.CLAS_STOP_STRINGS), lid="fasttext")
+    return _override(settings, overrides)
+
+
 def _override(settings: ForcingSettings, overrides: dict) -> ForcingSettings:
     known = set(asdict(settings))
     unknown = set(overrides) - known
@@ -133,6 +154,7 @@ def check_settings(settings: ForcingSettings) -> ForcingSettings:
         raise LapeEvalError("--languages: give at least one language.")
     for name in settings.conditions:
         condition(name)
+    settings.prompt = forcing.check_prompt_style(settings.prompt)
     if settings.max_gen_toks < 1:
         raise LapeEvalError(f"--max-gen-toks must be positive, got {settings.max_gen_toks}.")
     steered = [name for name in settings.conditions if name != "baseline"]
@@ -187,7 +209,10 @@ def task_config(settings: ForcingSettings, item: Condition) -> dict:
         "include": str(tasks_folder() / "forcing" / "_forcing_grid_yaml"),
         "generation_kwargs": {"until": list(settings.stops), "max_gen_toks": settings.max_gen_toks,
                               "do_sample": settings.do_sample, "repetition_penalty": settings.repetition_penalty},
-        "metadata": {"version": 1.0, "condition": item.name, "description": item.label},
+        # The prompt style goes to the loader with the metadata (lm-eval passes both to it; a key in both
+        # dataset_kwargs and --metadata would be a duplicate argument, one in metadata is overridden).
+        "metadata": {"version": 1.0, "condition": item.name, "description": item.label,
+                     "prompt_style": settings.prompt},
     }
     if item.steer_template:
         config["dataset_kwargs"] = {"steer_template": item.steer_template}
@@ -230,12 +255,15 @@ def lm_eval_arguments(settings: ForcingSettings, run: PlannedRun, out: Path, que
         if any(ch in str(value) for ch in ",={}"):
             raise LapeEvalError(f"The model argument {key}={value!r} holds ',', '=' or braces, which lm-eval's "
                                 "--model_args cannot carry; rename or move the file.")
-    metadata = {"languages": ",".join(settings.languages), "forcing_questions": str(questions_file.resolve())}
+    metadata = {"languages": ",".join(settings.languages), "forcing_questions": str(questions_file.resolve()),
+                "prompt_style": settings.prompt}
     argv = ["--model", "lape", "--model_args", ",".join(f"{k}={v}" for k, v in model_args(settings, run).items()),
             "--tasks", ",".join(condition(name).task for name in run.conditions),
             "--include_path", str((out / "tasks").resolve()), "--metadata", json.dumps(metadata, ensure_ascii=False),
             "--device", settings.device, "--batch_size", str(settings.batch_size), "--log_samples",
             "--output_path", str((out / "runs" / run.name).resolve())]
+    if settings.apply_chat_template:
+        argv.append("--apply_chat_template")
     if settings.limit:
         argv += ["--limit", str(settings.limit)]
     return argv

@@ -14,6 +14,14 @@
     table is cached as JSON (``$LAPE_EVAL_CACHE``, else ``~/.cache/lape-eval``). The reference's
     quirks are kept, since they are part of the protocol, with a warning: Tibetan asks the weather
     question twice (and never "how are you"); Danish and Norwegian share some strings verbatim.
+``clas`` / ``clas:PATH``
+    CLaS-Bench's questions (method spec §9): the 70 Vicuna questions in its 32 languages, one file per
+    language, ``CLaS-Bench/data/<lang>.txt`` of ``d-gurgurov/CLaS-Bench`` with one question per line
+    (read as its ``utils.get_test_questions(k=70)`` reads them: stripped, blank lines skipped, the
+    first 70). ``clas`` downloads the files of the languages asked from their raw URLs once into the
+    cache (``$LAPE_EVAL_CACHE/clas-bench/``); ``clas:PATH`` reads a local copy: that ``data`` folder, or
+    a clone of the repository. Ask them with ``--preset clas`` (CLaS-Bench's bare question in the
+    model's chat template).
 ``FILE.jsonl``
     Parallel questions in the bundled schema (``{"id", "<lang>": question, ...}`` per line).
 
@@ -35,7 +43,9 @@ from pathlib import Path
 
 from lape_eval.errors import LapeEvalError
 from lape_eval.evaluation.data import forcing_questions as bundled_question_rows
+from lape_eval.experiments.vicuna import parse_lines
 from lape_eval.files import atomic_path, write_json
+from lape_eval.languages import CLAS_BENCH_LANGUAGES
 
 REFERENCE_REPO = "d-gurgurov/Language-Neurons-Manipulation"
 REFERENCE_PATH = "src/batch_generation.py"
@@ -45,7 +55,11 @@ PROMPT_PREFIX = "Q: "
 PROMPT_SUFFIX = " \nA:"
 CACHE_ENV = "LAPE_EVAL_CACHE"
 OFFLINE_ENVS = ("LAPE_EVAL_OFFLINE", "HF_HUB_OFFLINE")
-SOURCES = ("bundled", "bundled-all", "paper", "paper:PATH", "FILE.jsonl")
+CLAS_REPO = "d-gurgurov/CLaS-Bench"
+CLAS_DATA = "CLaS-Bench/data"  # <lang>.txt, one question per line (the repository's utils/utils.py reads it)
+CLAS_URL = f"https://raw.githubusercontent.com/{CLAS_REPO}/main/{CLAS_DATA}/{{lang}}.txt"
+CLAS_QUESTIONS = 70  # get_test_questions(k=70): the first 70 lines of each file
+SOURCES = ("bundled", "bundled-all", "paper", "paper:PATH", "clas", "clas:PATH", "FILE.jsonl")
 
 
 @dataclass
@@ -82,13 +96,18 @@ def load_questions(spec: str, languages: list[str]) -> QuestionSet:
         questions = reference_questions(None)
     elif spec.startswith("paper:") or spec.endswith(".py"):
         questions = reference_questions(Path(spec.removeprefix("paper:")).expanduser())
+    elif spec == "clas":
+        questions = clas_questions(None, languages)
+    elif spec.startswith("clas:"):
+        questions = clas_questions(Path(spec.removeprefix("clas:")).expanduser(), languages)
     elif spec.endswith(".jsonl"):
         path = Path(spec).expanduser()
         questions = QuestionSet(bundled_question_rows({"forcing_questions": str(path)}), f"file: {path}")
     else:
         raise LapeEvalError(f"--questions {spec!r}: choose bundled (the paper's 6 bundled questions), bundled-all, "
                             "paper (the reference code's questions from GitHub), paper:PATH (a local copy of "
-                            f"{REFERENCE_PATH}) or a FILE.jsonl of parallel questions.")
+                            f"{REFERENCE_PATH}), clas (CLaS-Bench's 70 questions from GitHub), clas:PATH (a local "
+                            f"copy of {CLAS_DATA}) or a FILE.jsonl of parallel questions.")
     missing = [lang for lang in languages if any(lang not in row for row in questions.rows)]
     if missing:
         raise LapeEvalError(f"The questions ({questions.source}) have no {', '.join(missing)} version of every "
@@ -109,7 +128,7 @@ def reference_questions(path: Path | None) -> QuestionSet:
     else:
         text, origin = _download_or_cached()
     per_language = parse_reference_questions(text, origin)
-    questions = parallel_rows(per_language, origin)
+    questions = parallel_rows(per_language, f"paper: {REFERENCE_FUNCTION}() in {origin}", "paper_q", paper=True)
     if path is not None:
         _write_cache(text, origin)
     return questions
@@ -161,10 +180,11 @@ def _question_of(prompt: str, lang: str, origin: str) -> str:
     return prompt[len(PROMPT_PREFIX):-len(PROMPT_SUFFIX)]
 
 
-def parallel_rows(per_language: dict[str, list[str]], origin: str) -> QuestionSet:
-    """Rows ``{"id": "paper_q1", "paper": true, lang: question, ...}``, and warnings for the quirks kept."""
+def parallel_rows(per_language: dict[str, list[str]], source: str, id_prefix: str, **flags) -> QuestionSet:
+    """Rows ``{"id": "<id_prefix>1", **flags, lang: question, ...}`` (question i of every language in row i,
+    as the references zip them by position), and warnings for the quirks kept."""
     count = len(next(iter(per_language.values())))
-    rows = [{"id": f"paper_q{i + 1}", "paper": True, **{lang: items[i] for lang, items in per_language.items()}}
+    rows = [{"id": f"{id_prefix}{i + 1}", **flags, **{lang: items[i] for lang, items in per_language.items()}}
             for i in range(count)]
     warnings = []
     for lang, items in per_language.items():
@@ -172,15 +192,97 @@ def parallel_rows(per_language: dict[str, list[str]], origin: str) -> QuestionSe
         for question in repeated:
             positions = [str(i + 1) for i, q in enumerate(items) if q == question]
             warnings.append(f"{lang}: question {' and '.join(positions)} are the same string {question!r} (kept, as in "
-                            "the reference: that language is asked one question twice)")
+                            "the source: that language is asked one question twice)")
     languages = list(per_language)
     for i, first in enumerate(languages):
         for second in languages[i + 1:]:
             shared = [str(k + 1) for k, (a, b) in enumerate(zip(per_language[first], per_language[second])) if a == b]
             if shared:
                 warnings.append(f"{first} and {second} share question {', '.join(shared)} verbatim (kept, as in the "
-                                "reference: those answers cannot tell the two prompt languages apart)")
-    return QuestionSet(rows, f"paper: {REFERENCE_FUNCTION}() in {origin}", warnings)
+                                "source: those answers cannot tell the two prompt languages apart)")
+    return QuestionSet(rows, source, warnings)
+
+
+# --- CLaS-Bench's questions -------------------------------------------------------------------------
+
+
+def clas_questions(path: Path | None, languages: list[str]) -> QuestionSet:
+    """CLaS-Bench's questions in ``languages``, from a local copy (``path``) or the raw URLs via the cache."""
+    outside = [lang for lang in languages if lang not in CLAS_BENCH_LANGUAGES]
+    if outside:
+        raise LapeEvalError(f"--questions clas: CLaS-Bench has no {', '.join(outside)} questions; its 32 languages are "
+                            f"{' '.join(CLAS_BENCH_LANGUAGES)} (--languages clas-bench). Choose among them, or give "
+                            "another --questions source for the others.")
+    folder = None if path is None else clas_folder(path)
+    per_language, origins = {}, []
+    for lang in languages:
+        if folder is not None:
+            text, origin = _read_text(folder / f"{lang}.txt"), str(folder / f"{lang}.txt")
+            _cache_clas_file(lang, text)
+        else:
+            text, origin = _clas_download_or_cached(lang)
+        per_language[lang] = parse_clas_questions(text, origin)
+        origins.append(origin)
+    counts = {lang: len(items) for lang, items in per_language.items()}
+    if len(set(counts.values())) > 1:
+        raise LapeEvalError(f"The CLaS-Bench files have different numbers of questions "
+                            f"({', '.join(f'{lang} {n}' for lang, n in counts.items())}); the grid pairs question i of "
+                            f"every language. Use unmodified copies of {CLAS_DATA}/<lang>.txt from {CLAS_REPO}.")
+    where = str(folder) if folder is not None else f"{CLAS_URL.format(lang='<lang>')}"
+    return parallel_rows(per_language, f"clas: CLaS-Bench questions, {where}", "clas_q")
+
+
+def clas_folder(path: Path) -> Path:
+    """The folder of ``<lang>.txt`` files: ``path`` itself, or ``CLaS-Bench/data`` (or ``data``) under a clone."""
+    for folder in (path, path / CLAS_DATA, path / "data"):
+        if folder.is_dir() and any(folder.glob("*.txt")):
+            return folder
+    raise LapeEvalError(f"--questions clas:{path}: no folder of CLaS-Bench question files there. Give the folder "
+                        f"{CLAS_DATA} of a copy of {CLAS_REPO} (one <lang>.txt per language, one question per line), "
+                        "or the repository's root.")
+
+
+def parse_clas_questions(text: str, origin: str) -> list[str]:
+    """One file's questions as CLaS-Bench reads them: stripped lines, blank ones skipped, the first 70."""
+    questions = parse_lines(text)[:CLAS_QUESTIONS]
+    if not questions:
+        raise LapeEvalError(f"{origin} holds no question (every line is blank); it should be a copy of "
+                            f"{CLAS_DATA}/<lang>.txt from {CLAS_REPO}.")
+    return questions
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise LapeEvalError(f"--questions clas: {path} does not exist; the folder holds CLaS-Bench's files of other "
+                            f"languages only. Copy {CLAS_DATA}/{path.name} of {CLAS_REPO} there, or leave that "
+                            "language out of --languages.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise LapeEvalError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); give an unmodified "
+                            f"copy of {CLAS_DATA}/{path.name} of {CLAS_REPO}.") from None
+
+
+def clas_cache_file(lang: str) -> Path:
+    return cache_folder() / "clas-bench" / f"{lang}.txt"
+
+
+def _cache_clas_file(lang: str, text: str) -> None:
+    with atomic_path(clas_cache_file(lang)) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def _clas_download_or_cached(lang: str) -> tuple[str, str]:
+    cached = clas_cache_file(lang)
+    url = CLAS_URL.format(lang=lang)
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8"), f"{url} (cached in {cached})"
+    how = (f"Clone {CLAS_REPO} (or download its folder {CLAS_DATA}) on a machine with internet and pass "
+           f"--questions clas:PATH (that data folder, or the clone); or use --questions bundled.")
+    text = _fetch(url, "--questions clas", how)
+    _cache_clas_file(lang, text)
+    return text, url
+
 
 
 # --- download and cache ---------------------------------------------------------------------------
@@ -210,14 +312,20 @@ def _download_or_cached() -> tuple[str, str]:
     how = (f"Download {REFERENCE_PATH} of {REFERENCE_REPO} (from {REFERENCE_URL}) on a machine with internet "
            "and pass it as --questions paper:PATH/batch_generation.py; or use --questions bundled (the paper's six "
            "questions in this project's translations).")
-    offline = [name for name in OFFLINE_ENVS if os.environ.get(name, "").strip() not in ("", "0")]
-    if offline:
-        raise LapeEvalError(f"--questions paper needs the reference file, and this session is offline "
-                            f"(${offline[0]} is set). {how}")
-    try:
-        with urllib.request.urlopen(REFERENCE_URL, timeout=30) as response:
-            text = response.read().decode("utf-8")
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        raise LapeEvalError(f"--questions paper: could not download {REFERENCE_URL} ({error}). {how}") from None
+    text = _fetch(REFERENCE_URL, "--questions paper", how)
     _write_cache(text, REFERENCE_URL)
     return text, REFERENCE_URL
+
+
+def _fetch(url: str, option: str, how: str) -> str:
+    """The text at ``url``; offline (``$LAPE_EVAL_OFFLINE`` / ``$HF_HUB_OFFLINE``) or unreachable, an error
+    that says ``how`` to do without it."""
+    offline = [name for name in OFFLINE_ENVS if os.environ.get(name, "").strip() not in ("", "0")]
+    if offline:
+        raise LapeEvalError(f"{option} needs {url}, which is not in the cache, and this session is offline "
+                            f"(${offline[0]} is set). {how}")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (a fixed GitHub URL)
+            return response.read().decode("utf-8")
+    except (urllib.error.URLError, TimeoutError, OSError, UnicodeDecodeError) as error:
+        raise LapeEvalError(f"{option}: could not download {url} ({error}). {how}") from None

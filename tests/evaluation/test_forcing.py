@@ -8,6 +8,7 @@ import yaml
 from lape_eval.evaluation.forcing import (
     DO_SAMPLE, MAX_NEW_TOKENS, REPETITION_PENALTY, STOP_STRINGS, cut_at_stop_strings, forcing_prompt,
 )
+from lape_eval.evaluation.data import load_forcing
 from lape_eval.resources import tasks_folder
 
 
@@ -30,7 +31,8 @@ def test_the_paper_protocol():
 
 def test_the_task_template_carries_the_protocol():
     template = _template()
-    assert jinja2.Template(template["doc_to_text"]).render(question="Wie heißt du?") == forcing_prompt("Wie heißt du?")
+    doc = load_forcing("de")["test"][0]  # the paper's prompt by default
+    assert jinja2.Template(template["doc_to_text"]).render(**doc) == f"Q: {doc['question']} \nA:"
     assert template["generation_kwargs"] == {"until": ["\nQ:", "\nA:"], "max_gen_toks": 256, "do_sample": False,
                                              "repetition_penalty": 1.1}
     assert template["custom_dataset"] == "!function lape_eval.evaluation.data.load_forcing"

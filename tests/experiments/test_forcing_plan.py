@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jinja2
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from lape_eval.steering.calibration import Calibration, Setting, write_calibrati
 
 # Method spec §6.1 (and §5 for the operators), written out by hand.
 SPEC_6_1 = {
-    "prompt": "Q: {{question}} \nA:",  # lm-eval's Jinja form of "Q: {question} \nA:" (space before the newline)
+    "prompt": "Q: {question} \nA:",  # (space before the newline)
     "until": ["\nQ:", "\nA:"],  # plus EOS, which HFLM always adds
     "max_gen_toks": 256,
     "do_sample": False,  # greedy (temperature 0)
@@ -46,7 +47,6 @@ def test_preset_paper_writes_the_protocol_of_section_6_1(tmp_path):
     assert [p.stem for p in paths] == [f"lape_forcing_grid_{name}" for name in SPEC_6_1["conditions"]]
     for path in paths:
         task = _load_task(path)  # as lm-eval reads it: the bundled grid task with this condition's keys on top
-        assert task["doc_to_text"] == SPEC_6_1["prompt"]
         kwargs = task["generation_kwargs"]
         assert kwargs["until"] == SPEC_6_1["until"]
         assert kwargs["max_gen_toks"] == SPEC_6_1["max_gen_toks"]
@@ -54,7 +54,10 @@ def test_preset_paper_writes_the_protocol_of_section_6_1(tmp_path):
         assert kwargs["repetition_penalty"] == SPEC_6_1["repetition_penalty"]
         assert task["output_type"] == "generate_until"
         # The documents of the condition: every source x target, the diagonal included, with its spec.
-        docs = load_forcing_grid(languages="de,fr", **task.get("dataset_kwargs", {}))["test"]
+        docs = load_forcing_grid(languages="de,fr", **task["metadata"], **task.get("dataset_kwargs", {}))["test"]
+        # What the model is asked: the task's doc_to_text over each document, as lm-eval renders it.
+        assert {jinja2.Template(task["doc_to_text"]).render(**d) for d in docs} == {
+            SPEC_6_1["prompt"].format(question=d["question"]) for d in docs}
         cells = {(d["source_lang"], d["target_lang"]) for d in docs}
         assert cells == {("de", "de"), ("de", "fr"), ("fr", "de"), ("fr", "fr")}
         expected_off, expected_diag = SPEC_6_1["conditions"][task["metadata"]["condition"]]
