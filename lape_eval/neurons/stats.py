@@ -465,7 +465,8 @@ def load_statistics(folders: list[Path] | Path, languages: list[str] | str | Non
         if this is None:
             raise LapeEvalError(f"{folder.path} is not a statistics folder (no {MANIFEST}); run `lape-eval collect` first.")
         # Whether residual sums were also recorded does not change the neuron statistics.
-        differences = [] if identity is None else identity.differences(replace(this, residual_means=identity.residual_means))
+        differences = [] if identity is None else identity.differences(
+            replace(this, residual_means=identity.residual_means))
         if differences:
             raise LapeEvalError(
                 f"The statistics in {folder.path} were made with other settings than those in {folders[0]} "
