@@ -18,6 +18,9 @@ from torch import nn
 from lape_eval.errors import LapeEvalError
 
 ACTIVATION_POINT = "mlp_activation_output"  # recorded in every statistics file and neuron set
+# Where residual-stream means are taken and directions are added: the output hidden state of a decoder
+# layer (before the next layer; for the last layer, before the final norm).
+RESIDUAL_POINT = "decoder_layer_output"
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,13 @@ class NeuronSites:
     def projection(self, layer: int, role: str) -> nn.Module:
         """The (PEFT-unwrapped) projection module ``role`` of ``layer`` (e.g. "gate", "down")."""
         return _base_layer(_get_path(self.layers[layer], self.family.projections[role]))
+
+
+def residual_width(model: nn.Module) -> int:
+    """The width of the residual stream (the hidden size) of a transformers model (PEFT allowed)."""
+    config = unwrap_model(model).config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text_config.hidden_size)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -31,3 +31,12 @@ def mu(ns: NeuronSet, of: str, layer: int, neuron: int) -> float:
     return float(ns.means_table[LANGS.index(of), position])
 
 
+
+
+def make_directions(hidden_size: int = 32, num_layers: int = 2, seed: int = 0, languages=LANGS):
+    """A hand-made direction artifact: random float64 residual means [languages, layers, hidden]."""
+    from lape_eval.neurons.directions import ResidualDirections
+
+    generator = torch.Generator().manual_seed(seed)
+    means = torch.randn(len(languages), num_layers, hidden_size, generator=generator, dtype=torch.float64)
+    return ResidualDirections(list(languages), means, {"model": {"id": "tiny"}})

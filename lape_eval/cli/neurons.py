@@ -1,5 +1,5 @@
-"""Commands from text to neuron sets: collect, identify, inspect, import-masks, export-masks, ablate
-(lape_eval.neurons.stats, .identify, .shipped, .inspection, .reference_masks and
+"""Commands from text to neuron sets: collect, identify, directions, inspect, import-masks, export-masks,
+ablate (lape_eval.neurons.stats, .identify, .directions, .shipped, .inspection, .reference_masks and
 lape_eval.steering.ablation do the work).
 
 Every command checks all of its inputs before it loads a model or writes a file, so a command that
@@ -31,13 +31,18 @@ from lape_eval.errors import LapeEvalError
               help="Start each sequence with BOS (auto: when the tokenizer adds one). BOS is never counted.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=20, show_default=True,
               help="Steps between resumable checkpoints.")
+@click.option("--residual-means", is_flag=True,
+              help="Also sum each decoder layer's output hidden state (the residual stream) over the same tokens, "
+                   "for residual DiffMean directions (`lape-eval directions`).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def collect(model_name, revision, dtype, device, trust_remote_code, languages, corpus, text_field, out_dir,
-            max_tokens, seq_len, batch_size, add_bos, checkpoint_every, no_progress):
+            max_tokens, seq_len, batch_size, add_bos, checkpoint_every, residual_means, no_progress):
     """Count, per language, how often each MLP neuron's gated activation is positive.
 
     Writes OUT/manifest.json and OUT/<lang>.safetensors; an interrupted run resumes where it
     stopped. Several processes (torchrun / accelerate launch) split the batches and sum exactly.
+    With --residual-means the files also hold per-layer residual-stream sums (float64), from
+    which `lape-eval directions` makes a direction artifact.
     """
     from lape_eval.distributed import init_distributed
     from lape_eval.languages import parse_languages
@@ -50,7 +55,8 @@ def collect(model_name, revision, dtype, device, trust_remote_code, languages, c
         raise LapeEvalError(f"--max-tokens must be a positive number of tokens (got {max_tokens}).")
     settings = CollectSettings(CorpusSpec(corpus, text_field), seq_len=seq_len, batch_size=batch_size,
                                max_tokens=max_tokens, add_bos={"yes": True, "no": False}.get(add_bos, add_bos),
-                               checkpoint_every=checkpoint_every, progress=not no_progress)
+                               checkpoint_every=checkpoint_every, progress=not no_progress,
+                               residual_means=residual_means)
     settings.check(codes)  # the corpus gives text for every language
     StatisticsFolder(out_dir).check_usable()  # the rest (same model and setup) needs the model's shape
     dist = init_distributed()
@@ -99,6 +105,36 @@ def identify(stats_dirs, out_dir, name, top_rates, languages, filter_quantile, a
     click.echo(_rate_table(sets), nl=False)
     for path in files:
         click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("stats_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="Direction artifact to write (.safetensors).")
+@click.option("--languages", default=None,
+              help="Comma-separated subset of the languages in the statistics (default: all of them).")
+def directions(stats_dirs, out_file, languages):
+    """Make a residual DiffMean direction artifact from STATS_DIR(s) made by `collect --residual-means`.
+
+    The artifact holds, per language and decoder layer, the mean residual-stream vector (the layer's
+    output hidden state) over the counted tokens; the lape model steers with it through
+    method=residual_diffmean,directions=OUT,layer=N.
+    """
+    from pathlib import Path
+
+    from lape_eval.languages import parse_languages
+    from lape_eval.neurons.directions import directions_from_statistics
+
+    codes = parse_languages(languages) if languages else None
+    if Path(out_file).suffix != ".safetensors":
+        raise LapeEvalError(f"--out {out_file}: name the direction artifact FILE.safetensors.")
+    params = {"statistics": list(stats_dirs), "languages": codes}
+    made = directions_from_statistics([Path(d) for d in stats_dirs], codes,
+                                      created_by={"command": "lape-eval directions", **params})
+    made.save(out_file)
+    tokens = made.info["statistics"]["tokens_per_language"]
+    click.echo(f"wrote {out_file}: {made.model_id}, {made.num_layers} layers × hidden size {made.hidden_size}, "
+               f"{len(made.languages)} languages ({', '.join(f'{k}: {tokens[k]:,} tokens' for k in made.languages)})")
 
 
 def _save_sets(sets: dict, out_dir, name: str | None) -> list:

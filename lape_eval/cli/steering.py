@@ -54,23 +54,32 @@ def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set
 
 
 @cli.command("export-steered")
-@click.argument("neuron_set")
+@click.argument("source", metavar="NEURON_SET|DIRECTIONS")
 @click.option("--model", "model_name", required=True, help="The model (only its config is read).")
-@click.option("--steer", "spec", required=True, help="An additive spec: '+de', '+de +fr:0.5'.")
-@click.option("--method", default="add", show_default=True, type=click.Choice(["add", "diffmean"]))
+@click.option("--steer", "spec", required=True,
+              help="An additive spec: '+de', '+de +fr:0.5'; with residual_diffmean '-en +de' or '+de'.")
+@click.option("--method", default="add", show_default=True, type=click.Choice(["add", "diffmean", "residual_diffmean"]))
 @click.option("--alpha", default=1.0, show_default=True, type=float)
+@click.option("--language-alphas", default=None, help="Per-language α ('zh:0.5 de:1.5' or a calibration JSON).")
+@click.option("--layer", type=int, default=None,
+              help="residual_diffmean: the decoder layer (0-based) whose output the direction is added to.")
 @click.option("--peft", "for_peft", is_flag=True, help="Name the hookpoints as under a PEFT adapter (steered ... peft=).")
 @click.option("--trust-remote-code", is_flag=True)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="The .pt file to write.")
-def export_steered(neuron_set, model_name, spec, method, alpha, for_peft, trust_remote_code, out_file):
+def export_steered(source, model_name, spec, method, alpha, language_alphas, layer, for_peft, trust_remote_code,
+                   out_file):
     """Write an additive steer spec as lm-eval's built-in `steered` model's .pt file.
+
+    NEURON_SET|DIRECTIONS is a neuron set (methods add, diffmean: vectors on the MLP activations) or,
+    for --method residual_diffmean, a direction artifact from `lape-eval directions` (one vector on
+    the output of decoder layer --layer).
 
     Use it with: lm_eval --model steered --model_args pretrained=MODEL,steer_path=OUT
     """
     from lape_eval.steering.export import export_steered as write_steered
 
-    write_steered(neuron_set, model_name, spec, out=out_file, method=method, alpha=alpha, for_peft=for_peft,
-                  trust_remote_code=trust_remote_code)
+    write_steered(source, model_name, spec, out=out_file, method=method, alpha=alpha, for_peft=for_peft,
+                  trust_remote_code=trust_remote_code, layer=layer, language_alphas=language_alphas)
     click.echo(f"wrote {out_file}: lm_eval --model steered --model_args pretrained={model_name},steer_path={out_file}")
 
 

@@ -7,6 +7,12 @@ HFLM argument works as with ``hf`` (``peft``, ``dtype``, ``batch_size``, ``devic
 merges a subnetwork fine-tune (``lape-eval finetune``) into the weights after loading; it composes
 with ``peft`` and with steering.
 
+``method=residual_diffmean,directions=FILE,layer=N`` steers the residual stream instead of neurons
+(CLaS-Bench's DiffMean, :mod:`lape_eval.steering.residual`): ``steer='-en +de'`` adds
+α·normalise(mean(de) − mean(en)) to decoder layer N's output, with the means of a direction artifact
+(``lape-eval directions``); everything below (``steer=doc``, ``language_alphas``, positions) works
+the same way.
+
 ``steer=doc`` steers per document: the spec comes from the document's ``steer`` field, or else from
 ``doc_template`` (default ``-{source_lang} +{target_lang}``) filled with the document's fields, so
 that one run with one model load evaluates a whole grid. Every document's spec is checked against
@@ -57,9 +63,11 @@ from lape_eval.adapters.delta import NeuronDelta
 from lape_eval.arch import resolve
 from lape_eval.errors import LapeEvalError
 from lape_eval.models import resolve_pretrained
+from lape_eval.neurons.directions import ResidualDirections
 from lape_eval.neurons.shipped import resolve_neuron_set
 from lape_eval.steering.hooks import SteeringHandle, compile_rowwise, compile_steer
-from lape_eval.steering.spec import SteerSpec, parse_steer
+from lape_eval.steering.residual import compile_residual, compile_residual_rowwise
+from lape_eval.steering.spec import RESIDUAL_DIFFMEAN, SteerSpec, parse_steer
 
 log = logging.getLogger(__name__)
 
@@ -80,27 +88,45 @@ class LapeArguments:
     neurons_source: str | None  # neurons= as given
     neuron_set: object | None
     neuron_delta: tuple[str, object] | None  # (path, NeuronDelta): a subnetwork fine-tune
+    directions_source: str | None = None  # directions= as given (method=residual_diffmean)
+    directions: object | None = None  # ResidualDirections
+    layer: int | None = None  # the decoder layer residual_diffmean steers
 
     @property
     def steers(self) -> bool:
         return self.per_document or not self.global_spec.is_identity
 
+    @property
+    def residual(self) -> bool:
+        return self.steer_args["method"] == RESIDUAL_DIFFMEAN
+
 
 def check_lape_arguments(*, neurons=None, steer=None, method="add", alpha=1.0, beta=1.0, deactivate_value=0.0,
                          positions="all", language_alphas=None, doc_template=DEFAULT_DOC_TEMPLATE,
-                         neuron_delta=None, tp_plan=None) -> LapeArguments:
+                         neuron_delta=None, tp_plan=None, directions=None, layer=None) -> LapeArguments:
     """Everything a user can get wrong in the ``lape`` model's arguments, checked without the model."""
     steer_args = dict(method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
                       positions=positions, language_alphas=language_alphas)
     per_document = str(steer).strip().lower() == PER_DOCUMENT if steer is not None else False
     global_spec = parse_steer(None if per_document else steer, **steer_args)
+    steer_args["method"] = global_spec.method  # normalised ("Residual_DiffMean" -> "residual_diffmean")
+    residual = global_spec.method == RESIDUAL_DIFFMEAN
+    _check_steering_source(residual, neurons, directions, layer)
     neuron_set = None if neurons is None else resolve_neuron_set(str(neurons))
+    loaded_directions = None if directions is None else ResidualDirections.load(str(directions))
     arguments = LapeArguments(steer_args, per_document, NAMED_DOC_TEMPLATES.get(str(doc_template), str(doc_template)),
                               global_spec, None if neurons is None else str(neurons), neuron_set,
-                              None if neuron_delta is None else (str(neuron_delta), NeuronDelta.load(str(neuron_delta))))
-    if neuron_set is None and arguments.steers:
+                              None if neuron_delta is None else (str(neuron_delta), NeuronDelta.load(str(neuron_delta))),
+                              None if directions is None else str(directions), loaded_directions,
+                              None if layer is None else _layer_number(layer))
+    if residual:
+        loaded_directions.check_layer(arguments.layer)
+        if not per_document:
+            compile_residual(global_spec, loaded_directions, arguments.layer)  # languages present
+    elif neuron_set is None and arguments.steers:
         raise LapeEvalError("steer= needs a neuron set: add neurons=PATH (or the name of a shipped set) "
-                            "to --model_args.")
+                            f"to --model_args (or, to steer the residual stream, method={RESIDUAL_DIFFMEAN} with "
+                            "directions=PATH,layer=N).")
     if neuron_set is not None and not per_document:
         compile_steer(global_spec, neuron_set)  # languages present, means available
     if tp_plan is not None and arguments.steers:
@@ -111,6 +137,31 @@ def check_lape_arguments(*, neurons=None, steer=None, method="add", alpha=1.0, b
             "see docs/scale-out.md."
         )
     return arguments
+
+
+def _check_steering_source(residual: bool, neurons, directions, layer) -> None:
+    """residual_diffmean steers with directions= at layer=; every other method with neurons=."""
+    if residual:
+        if directions is None or layer is None:
+            raise LapeEvalError(f"method={RESIDUAL_DIFFMEAN} adds a direction to one decoder layer's output: give "
+                                "directions=PATH (a file made by `lape-eval directions`) and layer=N (the decoder "
+                                "layer, 0-based) in --model_args.")
+        if neurons is not None:
+            raise LapeEvalError(f"method={RESIDUAL_DIFFMEAN} steers with directions=, not with a neuron set: drop "
+                                "neurons= (one run steers one way).")
+    elif directions is not None or layer is not None:
+        raise LapeEvalError(f"directions= and layer= are used by method={RESIDUAL_DIFFMEAN} only; add "
+                            f"method={RESIDUAL_DIFFMEAN} to steer the residual stream, or drop them to steer neurons.")
+
+
+def _layer_number(value) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not number.is_integer():
+        raise LapeEvalError(f"layer must be a whole number, the 0-based decoder layer (got {value!r}).")
+    return int(number)
 
 
 class _SteeredPrompt(str):
@@ -152,13 +203,15 @@ class LapeLM(HFLM):
         language_alphas: str | None = None,
         doc_template: str = DEFAULT_DOC_TEMPLATE,
         neuron_delta: str | None = None,
+        directions: str | None = None,
+        layer: int | None = None,
         **kwargs,
     ):
         # Everything a user can get wrong is checked before the (slow) model load.
         self._args = check_lape_arguments(
             neurons=neurons, steer=steer, method=method, alpha=alpha, beta=beta, deactivate_value=deactivate_value,
             positions=positions, language_alphas=language_alphas, doc_template=doc_template,
-            neuron_delta=neuron_delta, tp_plan=kwargs.get("tp_plan"))
+            neuron_delta=neuron_delta, tp_plan=kwargs.get("tp_plan"), directions=directions, layer=layer)
         self._parsed: dict[str, SteerSpec] = {}  # steer text of documents -> spec
         self._compiled: dict[SteerSpec, object] = {}
         self._batch_specs: list | None = None  # the specs of the generation batch being encoded, in row order
@@ -176,9 +229,10 @@ class LapeLM(HFLM):
         """Merge the neuron delta, find the neuron sites, and check what needs the loaded model."""
         if self._args.neuron_delta is not None:
             self._args.neuron_delta[1].apply(self.model)
-        self._sites = resolve(self.model) if self._args.neuron_set is not None else None
-        if self._args.neuron_set is not None:
-            self._args.neuron_set.check_model(self._sites)
+        steers_with = self._args.neuron_set if self._args.neuron_set is not None else self._args.directions
+        self._sites = resolve(self.model) if steers_with is not None else None
+        if steers_with is not None:
+            steers_with.check_model(self.model)
         if self._args.per_document and self.world_size > 1 and getattr(self, "batch_schedule", 1) != 1:
             # Log-likelihoods run one HFLM call per spec, HFLM re-detects auto:N batch sizes at
             # request positions, and ranks hold groups of different sizes: they would wait for each
@@ -229,7 +283,10 @@ class LapeLM(HFLM):
 
     def _compiled_spec(self, spec: SteerSpec):
         if spec not in self._compiled:
-            self._compiled[spec] = compile_steer(spec, self._args.neuron_set, self._sites)
+            if self._args.residual:
+                self._compiled[spec] = compile_residual(spec, self._args.directions, self._args.layer)
+            else:
+                self._compiled[spec] = compile_steer(spec, self._args.neuron_set, self._sites)
         return self._compiled[spec]
 
     def _handle_for(self, spec: SteerSpec) -> SteeringHandle | None:
@@ -411,7 +468,10 @@ class LapeLM(HFLM):
             return None
         if len(distinct) == 1:
             return self._handle_for(distinct[0])
-        rowwise = compile_rowwise(specs, self._args.neuron_set, self._sites, compiled=self._compiled)
+        if self._args.residual:
+            rowwise = compile_residual_rowwise(specs, self._args.directions, self._args.layer, compiled=self._compiled)
+        else:
+            rowwise = compile_rowwise(specs, self._args.neuron_set, self._sites, compiled=self._compiled)
         return SteeringHandle(self.model, rowwise, self._sites)
 
     # --- provenance ---------------------------------------------------------------------------
@@ -428,6 +488,11 @@ class LapeLM(HFLM):
             steer["neuron_set"] = {"source": self._args.neurons_source, "content_hash": ns.content_hash,
                                    "languages": ns.languages, "model": ns.info.get("model"),
                                    "selection": ns.info.get("selection")}
+        if self._args.directions is not None:
+            directions = self._args.directions
+            steer["directions"] = {"source": self._args.directions_source, "content_hash": directions.content_hash,
+                                   "languages": directions.languages, "model": directions.info.get("model"),
+                                   "layer": self._args.layer}
         if self._args.neuron_delta is not None:
             steer["neuron_delta"] = {"source": self._args.neuron_delta[0], **self._args.neuron_delta[1].describe()}
         info["lape"] = steer

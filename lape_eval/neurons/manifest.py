@@ -5,7 +5,7 @@ and writer.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from lape_eval import __version__
@@ -30,6 +30,7 @@ class CollectionIdentity:
     seq_len: int
     bos_token_id: int | None
     max_tokens: int | None
+    residual_means: bool = False  # the statistics files also hold residual-stream sums (collect --residual-means)
 
     def differences(self, other: "CollectionIdentity") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
@@ -47,7 +48,9 @@ def read_manifest(folder: Path | str) -> CollectionIdentity | None:
         raise LapeEvalError(f"{path} is not a lape-eval statistics manifest (format {found!r}).")
     recorded = data.get("identity")
     expected = {field.name for field in fields(CollectionIdentity)}
-    if not isinstance(recorded, dict) or set(recorded) != expected:
+    # Fields added later have defaults; manifests written before them lack them and mean the default.
+    required = {field.name for field in fields(CollectionIdentity) if field.default is MISSING}
+    if not isinstance(recorded, dict) or not required <= set(recorded) <= expected:
         raise LapeEvalError(
             f"{path} is an incomplete or damaged statistics manifest (its identity does not hold exactly "
             f"{', '.join(sorted(expected))}). Collect into a new folder, or delete this one to start over."

@@ -6,6 +6,12 @@ count (method spec §4.3). Padding and the BOS position never count. Accumulator
 float64 whatever the model dtype (each batch is summed in float32 first, which is exact enough for a
 few thousand tokens and keeps the hook cheap).
 
+With ``residual_means`` (``collect --residual-means``) the same counted tokens also give
+``residual_sums[l, :] = Σ h_l``, the sum of decoder layer l's output hidden state (the residual
+stream, ``lape_eval.arch.RESIDUAL_POINT``), summed in float64 from the start: the residual stream is
+only ``hidden_size`` wide, so exactness costs little there. They are what residual DiffMean
+directions are made of (:mod:`lape_eval.neurons.directions`).
+
 A collection folder holds ``manifest.json`` (the model, corpus and settings every file in it was
 made with: ``lape_eval.neurons.manifest``, written together with the folder's first statistics file)
 and one ``<lang>.safetensors`` per finished language. While a language is running, a
@@ -19,14 +25,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
 import torch
 
 from lape_eval import __version__
-from lape_eval.arch import ACTIVATION_POINT, NeuronSites, resolve, unwrap_model
+from lape_eval.arch import ACTIVATION_POINT, NeuronSites, residual_width, resolve, unwrap_model
 from lape_eval.distributed import Distributed
 from lape_eval.errors import LapeEvalError
 from lape_eval.tensor_files import load_tensors, save_tensors
@@ -44,6 +50,7 @@ class LanguageStats:
     tokens: int
     positive_counts: torch.Tensor  # [L, I] int64
     activation_sums: torch.Tensor  # [L, I] float64
+    residual_sums: torch.Tensor | None = None  # [L, H] float64, with collect --residual-means
 
     @property
     def mean_activation(self) -> torch.Tensor:
@@ -79,12 +86,16 @@ class ActivationRecorder:
     path: gather the counted rows, reduce.
     """
 
-    def __init__(self, sites: NeuronSites, device: torch.device | str):
+    def __init__(self, sites: NeuronSites, device: torch.device | str, residual_width: int | None = None):
         num_layers, width = sites.shape
         self.sites = sites
         self.positive_counts = torch.zeros(num_layers, width, dtype=torch.int64, device=device)
         self.activation_sums = torch.zeros(num_layers, width, dtype=torch.float64, device=device)
         self.tokens = torch.zeros(1, dtype=torch.int64, device=device)
+        # Residual-stream sums (decoder layer outputs), when asked for: [L, H] float64.
+        self.residual_sums = (None if residual_width is None else
+                              torch.zeros(num_layers, residual_width, dtype=torch.float64, device=device))
+        self._residual_rows: torch.Tensor | None = None  # counted rows of the flattened batch (None: all)
         self._rows: torch.Tensor | None = None  # plain path: counted rows of the flattened batch (None: all)
         self._weights: torch.Tensor | None = None  # matmul path: [B, 1, T] float32 count mask
         self._scratch: torch.Tensor | None = None  # matmul path: float32 buffer of g's shape, reused
@@ -95,6 +106,8 @@ class ActivationRecorder:
         flat = count_mask.reshape(-1)
         self.tokens += flat.sum()
         self._rows = self._weights = None
+        if self.residual_sums is not None:
+            self._residual_rows = None if bool(flat.all()) else flat.nonzero().squeeze(1)
         if (count_mask.dim() == 2 and flat.numel() < _EXACT_FLOAT32_INTEGERS
                 and _full_precision_float32_matmul(count_mask.device) and bool(count_mask[:, 1:].all())):
             self._weights = count_mask.to(torch.float32).unsqueeze(1)
@@ -117,6 +130,18 @@ class ActivationRecorder:
 
         return record
 
+    def _residual_hook(self, layer: int):
+        sums = self.residual_sums[layer]
+
+        def record(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output  # some layers return a tuple
+            hidden = hidden.detach().reshape(-1, hidden.shape[-1])
+            if self._residual_rows is not None:
+                hidden = hidden.index_select(0, self._residual_rows)
+            sums.add_(hidden.sum(0, dtype=torch.float64))  # every value enters in float64: exact to ~1e-16
+
+        return record
+
     def _record_matmul(self, g: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor) -> None:
         weights = self._weights  # [B, 1, T]
         batch, _, length = weights.shape
@@ -133,6 +158,8 @@ class ActivationRecorder:
 
     def __enter__(self):
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.sites.activations)]
+        if self.residual_sums is not None:
+            self._handles += [m.register_forward_hook(self._residual_hook(i)) for i, m in enumerate(self.sites.layers)]
         return self
 
     def __exit__(self, *exc):
@@ -141,13 +168,16 @@ class ActivationRecorder:
         self._handles = []
 
     def state(self) -> list[torch.Tensor]:
-        return [self.positive_counts, self.activation_sums, self.tokens]
+        """The accumulators, in the order of ``STATE_NAMES`` (the residual sums only when recorded)."""
+        state = [self.positive_counts, self.activation_sums, self.tokens]
+        return state if self.residual_sums is None else [*state, self.residual_sums]
 
     def reset(self) -> None:
         for tensor in self.state():
             tensor.zero_()
 
 
+STATE_NAMES = ("positive_counts", "activation_sums", "tokens", "residual_sums")  # a checkpoint's tensors
 _EXACT_FLOAT32_INTEGERS = 2**24  # float32 holds every integer up to here exactly
 
 
@@ -182,6 +212,7 @@ class CollectSettings:
     add_bos: str | bool = "auto"
     checkpoint_every: int = 20  # steps between partial checkpoints
     progress: bool = True
+    residual_means: bool = False  # also sum the residual stream (decoder layer outputs)
 
     def check(self, languages: list[str]) -> None:
         """Refuse impossible settings, and a corpus that cannot give every language's text, before
@@ -255,23 +286,24 @@ class StatisticsFolder:
 
     def save_language(self, stats: LanguageStats, extra: dict) -> None:
         self._write_claimed_manifest()
-        save_tensors(
-            self.final_file(stats.language),
-            {"positive_counts": stats.positive_counts, "activation_sums": stats.activation_sums},
-            {"format": STATS_FORMAT, "language": stats.language, "tokens": stats.tokens, **extra},
-        )
+        tensors = {"positive_counts": stats.positive_counts, "activation_sums": stats.activation_sums}
+        if stats.residual_sums is not None:
+            tensors["residual_sums"] = stats.residual_sums
+        save_tensors(self.final_file(stats.language), tensors,
+                     {"format": STATS_FORMAT, "language": stats.language, "tokens": stats.tokens, **extra})
 
     def load_language(self, lang: str) -> LanguageStats:
         tensors, meta = load_tensors(self.final_file(lang), "statistics file")
         if meta.get("format") != STATS_FORMAT or meta.get("language") != lang:
             raise LapeEvalError(f"{self.final_file(lang)} is not the statistics of language '{lang}'.")
-        return LanguageStats(lang, int(meta["tokens"]), tensors["positive_counts"], tensors["activation_sums"])
+        return LanguageStats(lang, int(meta["tokens"]), tensors["positive_counts"], tensors["activation_sums"],
+                             tensors.get("residual_sums"))
 
     def save_partial(self, lang: str, state: list[torch.Tensor], sequences_done: int) -> None:
-        """A resumable checkpoint: the accumulators (counts, sums, tokens) after ``sequences_done`` sequences."""
+        """A resumable checkpoint: the accumulators (counts, sums, tokens[, residual sums]) after
+        ``sequences_done`` sequences."""
         self._write_claimed_manifest()
-        counts, sums, tokens = state
-        save_tensors(self.partial_file(lang), {"positive_counts": counts, "activation_sums": sums, "tokens": tokens},
+        save_tensors(self.partial_file(lang), dict(zip(STATE_NAMES, state)),
                      {"format": STATS_FORMAT, "sequences_done": sequences_done})
 
     def load_partial(self, lang: str) -> tuple[list[torch.Tensor], int] | None:
@@ -280,7 +312,7 @@ class StatisticsFolder:
         if not path.exists():
             return None
         tensors, meta = load_tensors(path, "partial statistics checkpoint")
-        return [tensors[name] for name in ("positive_counts", "activation_sums", "tokens")], int(meta["sequences_done"])
+        return [tensors[name] for name in STATE_NAMES if name in tensors], int(meta["sequences_done"])
 
     def _write_claimed_manifest(self) -> None:
         if self._manifest_to_write is not None:
@@ -307,7 +339,7 @@ def collect(
         model=model_name, revision=revision, model_type=sites.model_type,
         num_layers=sites.num_layers, width=sites.width, activation_point=ACTIVATION_POINT,
         corpus=settings.corpus.describe(), seq_len=settings.seq_len, bos_token_id=bos_id,
-        max_tokens=settings.max_tokens,
+        max_tokens=settings.max_tokens, residual_means=settings.residual_means,
     )
     dist = Distributed.current()
     folder = StatisticsFolder(out_dir)
@@ -330,7 +362,7 @@ def _collect_language(model, sites, tokenizer, lang, folder, settings, bos_id, d
 
     device = next(model.parameters()).device
     decoder = unwrap_model(model).base_model  # the LM head is not needed for MLP statistics
-    recorder = ActivationRecorder(sites, device)
+    recorder = ActivationRecorder(sites, device, residual_width(model) if settings.residual_means else None)
     done = _resume(recorder, folder, lang, dist)
     sequences = packed_sequences(
         token_stream(settings.corpus.documents(lang), tokenizer, settings.max_tokens),
@@ -375,7 +407,8 @@ def _save_language(recorder: ActivationRecorder, folder: StatisticsFolder, lang:
             f"{settings.max_tokens:,} asked for; the statistics use (and record) {tokens:,}.",
             stacklevel=3,
         )
-    stats = LanguageStats(lang, tokens, recorder.positive_counts.cpu(), recorder.activation_sums.cpu())
+    residual = None if recorder.residual_sums is None else recorder.residual_sums.cpu()
+    stats = LanguageStats(lang, tokens, recorder.positive_counts.cpu(), recorder.activation_sums.cpu(), residual)
     folder.save_language(stats, {"tokens_requested": settings.max_tokens, "sequences": sequences,
                                  "tool_version": __version__})
     folder.partial_file(lang).unlink(missing_ok=True)
@@ -395,6 +428,10 @@ def _resume(recorder: ActivationRecorder, folder: StatisticsFolder, lang: str, d
     if checkpoint is None:
         return 0
     state, sequences_done = checkpoint
+    if len(state) != len(recorder.state()):  # the manifest's identity prevents this; never mix silently
+        raise LapeEvalError(f"{folder.partial_file(lang)} holds {len(state)} accumulators, this run needs "
+                            f"{len(recorder.state())} (with and without --residual-means mixed). Delete it to start "
+                            "this language over.")
     if dist.rank == 0:
         for target, value in zip(recorder.state(), state):
             target.copy_(value)
@@ -411,6 +448,8 @@ class StatisticsTable:
     positive_counts: torch.Tensor  # [K, L, I] int64
     activation_sums: torch.Tensor  # [K, L, I] float64
     tokens: torch.Tensor  # [K] int64
+    residual_sums: torch.Tensor | None = None  # [K, L, H] float64 when every language has them
+    without_residual_sums: tuple[str, ...] = ()  # the languages whose files hold none
 
     @property
     def mean_activation(self) -> torch.Tensor:
@@ -425,10 +464,13 @@ def load_statistics(folders: list[Path] | Path, languages: list[str] | str | Non
         this = folder.identity()
         if this is None:
             raise LapeEvalError(f"{folder.path} is not a statistics folder (no {MANIFEST}); run `lape-eval collect` first.")
-        if identity is not None and identity.differences(this):
+        # Whether residual sums were also recorded does not change the neuron statistics.
+        differences = [] if identity is None else identity.differences(
+            replace(this, residual_means=identity.residual_means))
+        if differences:
             raise LapeEvalError(
                 f"The statistics in {folder.path} were made with other settings than those in {folders[0]} "
-                f"({'; '.join(identity.differences(this))}); LAPE needs statistics of one model and corpus setup."
+                f"({'; '.join(differences)}); LAPE needs statistics of one model and corpus setup."
             )
         identity = this
         for lang in folder.finished_languages():
@@ -445,11 +487,14 @@ def load_statistics(folders: list[Path] | Path, languages: list[str] | str | Non
         if tuple(one.positive_counts.shape) != (identity.num_layers, identity.width):
             raise LapeEvalError(f"The statistics of '{one.language}' have shape {tuple(one.positive_counts.shape)}, "
                                 f"the manifest says {(identity.num_layers, identity.width)}.")
+    without_residual = tuple(s.language for s in stats if s.residual_sums is None)
+    residual = None if without_residual else torch.stack([s.residual_sums for s in stats])
     return StatisticsTable(
         identity, wanted,
         torch.stack([s.positive_counts for s in stats]),
         torch.stack([s.activation_sums for s in stats]),
         torch.tensor([s.tokens for s in stats], dtype=torch.int64),
+        residual, without_residual,
     )
 
 

@@ -24,14 +24,14 @@ per source/target pair).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
 from lape_eval.arch import NeuronSites, resolve, unwrap_model
 from lape_eval.errors import LapeEvalError
 from lape_eval.languages import get_language
-from lape_eval.steering.spec import POSITIONS, SteerSpec, SteerTerm, parse_steer
+from lape_eval.steering.spec import POSITIONS, RESIDUAL_DIFFMEAN, SteerSpec, SteerTerm, parse_steer
 
 # --- compiling a spec against a neuron set -----------------------------------------------------
 
@@ -56,6 +56,17 @@ class CompiledSteer:
     def touched_layers(self) -> list[int]:
         return [layer for layer, edits in enumerate(self.edits) if edits]
 
+    @property
+    def positions(self) -> str:
+        return self.spec.positions
+
+    # What SteeringHandle hooks and how (steering.residual's compiled directions answer the same):
+    def module(self, sites: NeuronSites, layer: int) -> torch.nn.Module:
+        return sites.activations[layer]
+
+    def apply(self, output, edits: list, mask: torch.Tensor | None):
+        return _apply_edits(output, edits, mask)
+
 
 def compile_steer(spec: SteerSpec, neuron_set, sites: NeuronSites | None = None) -> CompiledSteer:
     """Turn a spec into per-layer index/value tensors; errors name what is missing."""
@@ -66,6 +77,10 @@ def compile_steer(spec: SteerSpec, neuron_set, sites: NeuronSites | None = None)
                 f"The neuron set has no neurons for '{term.language}' ({get_language(term.language).name}); "
                 f"it covers {', '.join(languages)}. Use a set identified with that language."
             )
+    if spec.method == RESIDUAL_DIFFMEAN:
+        raise LapeEvalError(f"method={RESIDUAL_DIFFMEAN} steers the residual stream with a direction artifact "
+                            "(directions=FILE, layer=N), not with a neuron set; choose a neuron method (add, "
+                            "multiply, replace, diffmean) to steer with neurons.")
     if sites is not None:
         neuron_set.check_model(sites)
     needs_means = any(t.sign == "+" for t in spec.terms) and spec.method != "multiply"
@@ -129,6 +144,12 @@ class RowwiseSteer:
     @property
     def positions(self) -> str:
         return self.specs[0].positions
+
+    def module(self, sites: NeuronSites, layer: int) -> torch.nn.Module:
+        return sites.activations[layer]
+
+    def apply(self, output, edits: list, mask: torch.Tensor | None):
+        return _apply_rowwise(output, edits, mask)
 
 
 def compile_rowwise(specs: list[SteerSpec], neuron_set, sites: NeuronSites | None = None,
@@ -268,18 +289,22 @@ def _apply_rowwise(g: torch.Tensor, edits: list[_RowwiseEdit], mask: torch.Tenso
 
 
 class SteeringHandle:
-    """What :func:`steer` yields: the compiled spec, and ``remove()`` (called on exit)."""
+    """What :func:`steer` yields: the compiled spec, and ``remove()`` (called on exit).
 
-    def __init__(self, model, compiled: CompiledSteer | RowwiseSteer, sites: NeuronSites):
+    ``compiled`` says what to hook and how: ``touched_layers``, ``edits[layer]``, ``positions``,
+    ``module(sites, layer)`` (the hooked module) and ``apply(output, edits, mask)`` (the edited
+    output). Neuron edits (:class:`CompiledSteer`, :class:`RowwiseSteer`) hook the activation module;
+    residual directions (``lape_eval.steering.residual``) hook a decoder layer."""
+
+    def __init__(self, model, compiled, sites: NeuronSites):
         self.compiled = compiled
-        rowwise = isinstance(compiled, RowwiseSteer)
-        self._apply = _apply_rowwise if rowwise else _apply_edits
-        self.tracker = _PositionTracker(compiled.positions if rowwise else compiled.spec.positions)
+        self._apply = compiled.apply
+        self.tracker = _PositionTracker(compiled.positions)
         self._handles = []
         decoder = unwrap_model(model).base_model
         self._handles.append(decoder.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True))
         for layer in compiled.touched_layers:
-            module = sites.activations[layer]
+            module = compiled.module(sites, layer)
             self._handles.append(module.register_forward_hook(
                 self._hook(compiled.edits[layer], _module_device(sites.layers[layer]))))
 
@@ -322,8 +347,9 @@ class SteeringHandle:
 
 
 def _edits_on(edits: list, device: torch.device) -> list:
-    return [replace(e, **{name: getattr(e, name).to(device) for name in ("index", "values", "scale", "shift")
-                          if hasattr(e, name)}) for e in edits]
+    """The edits (dataclasses) with every tensor field moved to ``device``."""
+    return [replace(e, **{f.name: getattr(e, f.name).to(device) for f in fields(e)
+                          if torch.is_tensor(getattr(e, f.name))}) for e in edits]
 
 
 def _module_device(module: torch.nn.Module) -> torch.device:

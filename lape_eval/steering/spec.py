@@ -13,6 +13,16 @@ replace     g ← α·μ(lang)                     (Tang-style; α = 1)   ``alph
 diffmean    g ← g + α·(μ(lang) − mean of μ over the other languages) ``alpha``
 ==========  ======================================================  =====================
 
+One method steers the residual stream instead of neurons, with a direction artifact
+(:mod:`lape_eval.neurons.directions`) rather than a neuron set:
+
+``residual_diffmean`` (CLaS-Bench's DiffMean, method spec §9.2): ``"-src +tgt"`` adds
+α · normalise(m(tgt) − m(src)) to the output of ONE chosen decoder layer at every position, m being
+the mean residual-stream vector of a language at that layer. ``"+tgt"`` alone subtracts the mean of m
+over the artifact's other languages instead. A spec has one ``+`` term and at most one ``-`` term (the
+source: subtracted, not deactivated, so it takes no strength); the ``+`` term's strength is α
+(``alpha``, ``+tgt:α`` or ``language_alphas``). Steering itself is :mod:`lape_eval.steering.residual`.
+
 A ``-`` term sets the language's neurons to ``deactivate_value`` (c, default 0). Deactivations are
 applied first, then activations in the order written, at every layer the neuron set covers (method
 spec §1, §5). μ is the set's mean activation of those neurons on each language's corpus. A term can
@@ -43,7 +53,8 @@ from lape_eval.errors import LapeEvalError
 from lape_eval.languages import get_language
 from lape_eval.steering.calibration import read_language_alphas
 
-METHODS = ("add", "multiply", "replace", "diffmean")
+RESIDUAL_DIFFMEAN = "residual_diffmean"  # the residual-stream method (a direction artifact, one layer)
+METHODS = ("add", "multiply", "replace", "diffmean", RESIDUAL_DIFFMEAN)
 POSITIONS = ("all", "prompt", "generated", "answer")
 
 
@@ -117,7 +128,8 @@ def parse_steer(
     method = str(method).strip().lower()
     if method not in METHODS:
         raise LapeEvalError(f"Unknown steering method {method!r}: choose one of {', '.join(METHODS)} "
-                            "(it applies to the '+' terms; '-' terms always deactivate).")
+                            f"(the neuron methods apply to the '+' terms and '-' terms deactivate; {RESIDUAL_DIFFMEAN} "
+                            "adds mean(+target) − mean(-source) to one layer's residual stream).")
     positions = str(positions).strip().lower()
     if positions not in POSITIONS:
         raise LapeEvalError(f"Unknown positions {positions!r}: choose all (every token, the paper), prompt "
@@ -143,8 +155,27 @@ def parse_steer(
                             minimum=0.0 if sign == "+" and method != "multiply" else None)
         terms.append(SteerTerm(sign, code, value))
         position = match.end()
+    if method == RESIDUAL_DIFFMEAN:
+        _check_residual_terms(text, terms)
     return SteerSpec(tuple(terms), method, alpha, beta, deactivate_value, positions,
                      _parse_language_alphas(language_alphas))
+
+
+def _check_residual_terms(text: str, terms: list[SteerTerm]) -> None:
+    """residual_diffmean adds one direction, target minus source: one '+' term, at most one '-' term."""
+    plus = [t for t in terms if t.sign == "+"]
+    minus = [t for t in terms if t.sign == "-"]
+    if terms and (len(plus) != 1 or len(minus) > 1):
+        raise LapeEvalError(
+            f"method={RESIDUAL_DIFFMEAN} steers along one direction, mean(target) − mean(source): write one '+' "
+            f"term (the target) and at most one '-' term (the source), e.g. '-en +de' or '+de' (got {text!r})."
+        )
+    if minus and minus[0].strength is not None:
+        raise LapeEvalError(
+            f"method={RESIDUAL_DIFFMEAN}: the source term '{minus[0]}' is subtracted from the target's mean, not "
+            f"deactivated, so it takes no strength; give the strength on the target ('-{minus[0].language} "
+            f"+{plus[0].language}:{minus[0].strength:g}') or as alpha."
+        )
 
 
 def _parse_language_alphas(value: str | dict | None) -> tuple[tuple[str, float], ...]:

@@ -16,7 +16,8 @@ from neuron_samples import synthetic_table, write_statistics
 
 IDENTITY = CollectionIdentity("org/model", "main", "llama", 2, 96, ACTIVATION_POINT, "udhr", 64, 1, 500)
 FIELDS = {"model": "org/model", "revision": "main", "model_type": "llama", "num_layers": 2, "width": 96,
-          "activation_point": ACTIVATION_POINT, "corpus": "udhr", "seq_len": 64, "bos_token_id": 1, "max_tokens": 500}
+          "activation_point": ACTIVATION_POINT, "corpus": "udhr", "seq_len": 64, "bos_token_id": 1, "max_tokens": 500,
+          "residual_means": False}
 
 
 def english(tokens: int = 10) -> LanguageStats:
@@ -31,6 +32,12 @@ class TestFormat:
         assert data["format"] == "lape-eval/activation-statistics/v1"
         assert data["identity"] == FIELDS
         assert read_manifest(tmp_path / "stats") == IDENTITY
+
+    def test_a_manifest_written_before_residual_means_existed_reads_as_without_them(self, tmp_path):
+        older = {k: v for k, v in FIELDS.items() if k != "residual_means"}
+        (tmp_path / "manifest.json").write_text(json.dumps({"format": "lape-eval/activation-statistics/v1",
+                                                            "identity": older}), encoding="utf-8")
+        assert read_manifest(tmp_path) == IDENTITY and IDENTITY.residual_means is False
 
     def test_a_folder_without_manifest_has_no_identity(self, tmp_path):
         assert read_manifest(tmp_path) is None
