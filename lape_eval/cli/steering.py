@@ -14,8 +14,13 @@ from lape_eval.evaluation.forcing import SHORT_MAX_NEW_TOKENS
 
 @cli.command()
 @model_options
-@click.option("--neurons", "neuron_sets", required=True,
+@click.option("--neurons", "neuron_sets", default="",
               help="Neuron set(s) to try: files or shipped set names, comma-separated.")
+@click.option("--directions", default="",
+              help="Residual direction artifact(s) to try (from `lape-eval directions`, comma-separated): "
+                   "method residual_diffmean at each of --layers.")
+@click.option("--layers", default="",
+              help="Decoder layers (0-based, comma-separated) to try with --directions, e.g. 4,8,12.")
 @click.option("--targets", required=True, help="Target languages to calibrate (comma-separated).")
 @click.option("--sources", default="en,de,fr,es,zh,ru,ja", show_default=True, help="Prompt languages.")
 @click.option("--alphas", default="0.25,0.5,1,1.5,2,3", show_default=True, help="Candidate strengths.")
@@ -26,10 +31,10 @@ from lape_eval.evaluation.forcing import SHORT_MAX_NEW_TOKENS
 @click.option("--questions", "questions_per_source", type=int, default=None, help="Questions per source (default: all 8).")
 @click.option("--max-new-tokens", type=int, default=SHORT_MAX_NEW_TOKENS, show_default=True)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
-def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_sets, targets, sources, alphas, methods,
-              positions, questions_per_source, max_new_tokens, out_file):
-    """Choose steering settings on calibration prompts: the set, method and positions with the best mean
-    success, and a strength per target language.
+def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_sets, directions, layers, targets, sources,
+              alphas, methods, positions, questions_per_source, max_new_tokens, out_file):
+    """Choose steering settings on calibration prompts: the set, method and positions (for a direction
+    artifact: the layer and positions) with the best mean success, and a strength per target language.
 
     Writes OUT (JSON); pass it to the lape model as language_alphas=OUT (`lape-eval demo` also takes the
     set, method and positions from it).
@@ -41,8 +46,14 @@ def calibrate(model_name, revision, dtype, device, trust_remote_code, neuron_set
     except ValueError:
         raise click.BadParameter(f"write numbers separated by commas, e.g. 0.5,1,2 (got {alphas!r}).",
                                  param_hint="--alphas") from None
+    try:
+        layer_numbers = [int(layer) for layer in split_names([layers])]
+    except ValueError:
+        raise click.BadParameter(f"write layer numbers separated by commas, e.g. 4,8,12 (got {layers!r}).",
+                                 param_hint="--layers") from None
     result = run_calibration(model_name, split_names([neuron_sets]), targets=targets, sources=sources,
                              alphas=candidates, methods=split_names([methods]), positions=split_names([positions]),
+                             directions=split_names([directions]), layers=layer_numbers,
                              questions_per_source=questions_per_source, max_new_tokens=max_new_tokens, out=out_file,
                              revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     for setting in result.settings:

@@ -1,7 +1,8 @@
 """The calibration file: the steering setting a calibration chose, a strength per target, and every rate.
 
 ``lape-eval calibrate`` (:mod:`lape_eval.evaluation.calibration_sweep`) measures, for every
-candidate setting (neuron set × method × positions) and strength α, how often steering
+candidate setting (neuron set × method × positions, or residual direction artifact × positions ×
+layer) and strength α, how often steering
 "-source +target" makes the model answer in the target language. This module is the file it
 writes, read back by the ``lape`` model (``language_alphas=FILE.json``, through
 :mod:`lape_eval.steering.spec`) and by ``lape-eval demo`` (the chosen set, method and positions).
@@ -15,13 +16,15 @@ The JSON (keys in this order)::
 
     model                 the model calibrated (what the user named)
     language_alphas       {target: α} of the chosen setting       <- what language_alphas=FILE reads
-    chosen                {"neuron_set", "method", "positions"}   <- what the demo steers with
-    content_hash          of the chosen setting's neuron set
+    chosen                {"neuron_set", "method", "positions", "layer"}   <- what the demo steers with
+                          (neuron_set names the direction artifact and layer its decoder layer for
+                          method residual_diffmean; layer is null for the neuron methods)
+    content_hash          of the chosen setting's neuron set (or direction artifact)
     calibration_rate      the chosen setting's mean of per-target best rates (%)
     sources, targets      prompt and target languages
     alphas_tried          the candidate strengths
     questions_per_source  calibration questions asked per source language
-    settings              [{"neuron_set", "method", "positions", "score"}] in sweep order
+    settings              [{"neuron_set", "method", "positions", "layer", "score"}] in sweep order
     rates                 {setting key: {target: {"α": success %}}}
 
 Only ``language_alphas`` and ``chosen`` are required when reading; the rest describes the sweep.
@@ -43,13 +46,19 @@ WHAT = "calibration file"
 class Setting:
     """One point of the sweep apart from α."""
 
-    neuron_set: str
+    neuron_set: str  # the neuron set, or the direction artifact for method residual_diffmean
     method: str = "add"
     positions: str = "all"
+    layer: int | None = None  # residual_diffmean: the decoder layer whose output is steered
 
     @property
     def key(self) -> str:
-        return f"{self.neuron_set} method={self.method} positions={self.positions}"
+        layer = "" if self.layer is None else f" layer={self.layer}"
+        return f"{self.neuron_set} method={self.method} positions={self.positions}{layer}"
+
+    def to_json(self) -> dict:
+        """The setting's fields; ``layer`` only where there is one (neuron calibrations keep their shape)."""
+        return {key: value for key, value in asdict(self).items() if key != "layer" or value is not None}
 
 
 @dataclass
@@ -82,10 +91,10 @@ class Calibration:
 
     def to_json(self) -> dict:
         return {"model": self.model, "language_alphas": self.language_alphas,
-                "chosen": asdict(self.chosen) if self.chosen else None, "content_hash": self.content_hash,
+                "chosen": self.chosen.to_json() if self.chosen else None, "content_hash": self.content_hash,
                 "calibration_rate": self.calibration_rate, "sources": self.sources, "targets": self.targets,
                 "alphas_tried": self.alphas_tried, "questions_per_source": self.questions_per_source,
-                "settings": [{**asdict(s), "score": self.score(s)} for s in self.settings], "rates": self.rates}
+                "settings": [{**s.to_json(), "score": self.score(s)} for s in self.settings], "rates": self.rates}
 
 
 def best_alpha(rates_by_alpha: dict[str, float]) -> float:
@@ -140,14 +149,24 @@ def _from_json(data: dict) -> Calibration:
     alphas = {str(lang): _number(alpha, f"language_alphas[{lang}]") for lang, alpha in data["language_alphas"].items()}
     rate = data.get("calibration_rate")
     return Calibration(
-        settings=[Setting(s["neuron_set"], s["method"], s["positions"]) for s in data.get("settings", [])],
+        settings=[Setting(s["neuron_set"], s["method"], s["positions"], _layer(s.get("layer")))
+                  for s in data.get("settings", [])],
         sources=list(data.get("sources", [])), targets=list(data.get("targets", [])),
         alphas_tried=[_number(a, "alphas_tried") for a in data.get("alphas_tried", [])],
         questions_per_source=int(data.get("questions_per_source", 0)), rates=dict(data.get("rates", {})),
-        chosen=Setting(str(chosen["neuron_set"]), str(chosen.get("method", "add")), str(chosen.get("positions", "all"))),
+        chosen=Setting(str(chosen["neuron_set"]), str(chosen.get("method", "add")), str(chosen.get("positions", "all")),
+                       _layer(chosen.get("layer"))),
         content_hash=str(data.get("content_hash", "")), language_alphas=alphas,
         calibration_rate=None if rate is None else _number(rate, "calibration_rate"), model=str(data.get("model", "")),
     )
+
+
+def _layer(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"a setting's layer is {json.dumps(value)}, not a layer number")
+    return value
 
 
 def _number(value, name: str) -> float:

@@ -165,3 +165,97 @@ def test_cli_checks_every_input_before_loading_the_model_or_writing(tmp_path, mo
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+
+
+# --- residual DiffMean: a direction artifact swept over layers -----------------------------------
+
+
+def _random_directions(model):
+    from lape_eval.arch import residual_width
+    from lape_eval.neurons.directions import ResidualDirections
+
+    generator = torch.Generator().manual_seed(7)
+    means = 3 * torch.randn(len(LANGS), resolve(model).num_layers, residual_width(model), generator=generator,
+                            dtype=torch.float64)
+    return ResidualDirections(list(LANGS), means, {"model": {"id": "tiny llama"}})
+
+
+def _hand_steered_answers(model, tokenizer, questions, vector: torch.Tensor, layer: int) -> list[str]:
+    """Answers with ``vector`` added by a hand-written hook to decoder layer ``layer``'s output, everywhere."""
+    def add(module, args, output):
+        if isinstance(output, tuple):
+            return (output[0] + vector, *output[1:])
+        return output + vector
+
+    handle = resolve(model).layers[layer].register_forward_hook(add)
+    try:
+        return generate_answers(model, tokenizer, questions, max_new_tokens=5)
+    finally:
+        handle.remove()
+
+
+def test_a_direction_artifact_is_swept_over_layers_and_alphas(monkeypatch):
+    """Each (layer, α, target) rate equals the rate of answers steered by a hand-made hook adding
+    α · (m(tgt) − m(src)) / ‖m(tgt) − m(src)‖ at that layer, one source at a time."""
+    monkeypatch.setattr(calibration_module, "forced", _judge)
+    model, tokenizer = build_model("llama"), build_tokenizer()
+    directions = _random_directions(model)
+    targets, sources, alphas, layers = ["de", "fr"], ["en", "de"], [1.0, 6.0], [0, 1]
+    result = sweep(model, tokenizer, {"dirs": directions}, targets=targets, sources=sources, alphas=alphas,
+                   layers=layers, questions_per_source=2, max_new_tokens=5, batch_size=3, progress=False)
+    assert [s.key for s in result.settings] == [f"dirs method=residual_diffmean positions=all layer={layer}"
+                                                for layer in layers]
+    questions = calibration_questions()
+    for setting in result.settings:
+        for target in targets:
+            for alpha in alphas:
+                hits = total = 0
+                for source in sources:
+                    if source == target:
+                        continue
+                    means = directions.means_table[:, setting.layer]
+                    difference = means[LANGS.index(target)] - means[LANGS.index(source)]
+                    vector = (alpha * difference / difference.norm()).to(torch.float32)
+                    answers = _hand_steered_answers(model, tokenizer, questions[source][:2], vector, setting.layer)
+                    hits += sum(_judge(answer, target) for answer in answers)
+                    total += len(answers)
+                assert result.rates[setting.key][target][f"{alpha:g}"] == pytest.approx(100.0 * hits / total), \
+                    (setting, target, alpha)
+    assert result.chosen.layer in layers and result.chosen.method == "residual_diffmean"
+
+
+def test_cli_calibrates_a_direction_artifact_and_the_file_names_its_layer(tiny_model_dir, tmp_path):
+    from lape_eval.steering.calibration import read_calibration
+
+    model = build_model("llama")
+    artifact = tmp_path / "dirs.safetensors"
+    _random_directions(model).save(artifact)
+    out = tmp_path / "calibration.json"
+    result = CliRunner().invoke(cli, ["calibrate", "--model", str(tiny_model_dir("llama")), "--directions", str(artifact),
+                                      "--layers", "0,1", "--targets", "de,fr", "--sources", "en,de", "--alphas", "1,4",
+                                      "--questions", "1", "--max-new-tokens", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert [s["layer"] for s in written["settings"]] == [0, 1]
+    assert written["chosen"]["neuron_set"] == str(artifact) and written["chosen"]["layer"] in (0, 1)
+    read = read_calibration(out)
+    assert read.chosen.layer == written["chosen"]["layer"] and read.language_alphas == written["language_alphas"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--directions", "DIRS"], "give them with --layers"),
+    (["--neurons", "gemma-3-270m-udhr-1pct", "--layers", "3"], "--layers applies to direction artifacts"),
+    (["--directions", "DIRS", "--layers", "9"], "Layer 9 is out of range"),
+    (["--directions", "DIRS", "--layers", "1", "--targets", "zh"], "has no language 'zh'"),
+    ([], "at least one neuron set"),
+])
+def test_cli_refuses_bad_direction_sweeps_before_loading_the_model(tmp_path, monkeypatch, arguments, message):
+    monkeypatch.setattr(calibration_module, "load_model", _no_model_load)
+    artifact = tmp_path / "dirs.safetensors"
+    _random_directions(build_model("llama")).save(artifact)
+    arguments = [str(artifact) if a == "DIRS" else a for a in arguments]
+    targets = [] if "--targets" in arguments else ["--targets", "de"]
+    result = CliRunner().invoke(cli, ["calibrate", "--model", str(tmp_path / "absent"), *arguments, *targets,
+                                      "--sources", "en", "--out", str(tmp_path / "c.json")])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "c.json").exists()
