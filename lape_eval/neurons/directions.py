@@ -34,9 +34,9 @@ from lape_eval import __version__
 from lape_eval.arch import RESIDUAL_POINT
 from lape_eval.errors import LapeEvalError
 from lape_eval.neurons.identify import statistics_info_of
-from lape_eval.neurons.neuron_set import content_hash
+from lape_eval.neurons.neuron_set import content_hash, read_verified_file
 from lape_eval.neurons.stats import load_statistics
-from lape_eval.tensor_files import load_tensors, save_tensors
+from lape_eval.tensor_files import save_tensors
 
 DIRECTIONS_FORMAT = "lape-eval/residual-directions"
 FORMAT_VERSION = 1
@@ -138,24 +138,11 @@ class ResidualDirections:
     def load(cls, path: Path | str) -> "ResidualDirections":
         """Read and verify a direction file: format, content hash, then structure."""
         path = Path(path)
-        tensors, metadata = load_tensors(path, "direction artifact")
-        if metadata.get("format") != DIRECTIONS_FORMAT:
-            raise LapeEvalError(
-                f"{path} is not a lape-eval direction artifact (its format is {metadata.get('format')!r}). Make "
-                "one with `lape-eval directions STATS_DIR --out FILE` from `collect --residual-means` statistics."
-            )
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise LapeEvalError(
-                f"{path} has direction format version {metadata.get('format_version')!r}; this lape-eval "
-                f"({__version__}) reads version {FORMAT_VERSION}. Upgrade lape-eval."
-            )
-        stored = metadata.pop("content_hash", None)
-        computed = content_hash(tensors, metadata)
-        if stored != computed:
-            raise LapeEvalError(
-                f"{path} was modified or corrupted after it was written: its content hash does not match "
-                f"(stored {stored}, computed {computed}). Re-create it with `lape-eval directions`."
-            )
+        tensors, metadata = read_verified_file(
+            path, what="direction artifact", file_format=DIRECTIONS_FORMAT, version=FORMAT_VERSION,
+            how_to_make="Make one with `lape-eval directions STATS_DIR --out FILE` from `collect --residual-means` "
+                        "statistics.",
+            how_to_remake="Re-create it with `lape-eval directions`.")
         if set(tensors) != {"means"} or not isinstance(metadata.get("languages"), list):
             raise LapeEvalError(f"{path} is not a valid direction artifact: it must hold exactly the tensor "
                                 f"'means' and a language list (it holds {sorted(tensors)}).")

@@ -153,24 +153,10 @@ class NeuronSet:
     def load(cls, path: Path | str) -> "NeuronSet":
         """Read and verify a set file: format, content hash, then structure."""
         path = Path(path)
-        tensors, metadata = load_tensors(path, "neuron set file")
-        if metadata.get("format") != NEURON_SET_FORMAT:
-            raise LapeEvalError(
-                f"{path} is not a lape-eval neuron set (its format is {metadata.get('format')!r}). "
-                "Make neuron sets with `lape-eval identify` or `lape-eval import-masks`."
-            )
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise LapeEvalError(
-                f"{path} has neuron-set format version {metadata.get('format_version')!r}; this lape-eval "
-                f"({__version__}) reads version {FORMAT_VERSION}. Upgrade lape-eval."
-            )
-        stored = metadata.pop("content_hash", None)
-        computed = content_hash(tensors, metadata)
-        if stored != computed:
-            raise LapeEvalError(
-                f"{path} was modified or corrupted after it was written: its content hash does not match "
-                f"(stored {stored}, computed {computed}). Re-create it (or download it again)."
-            )
+        tensors, metadata = read_verified_file(
+            path, what="neuron set", file_format=NEURON_SET_FORMAT, version=FORMAT_VERSION,
+            how_to_make="Make neuron sets with `lape-eval identify` or `lape-eval import-masks`.",
+            how_to_remake="Re-create it (or download it again).")
         try:
             languages = list(metadata["languages"])
             neuron_set = cls(
@@ -222,6 +208,30 @@ def content_hash(tensors: dict[str, torch.Tensor], metadata: dict) -> str:
     canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest.update(b"metadata\0" + canonical.encode("utf-8"))
     return _HASH_PREFIX + digest.hexdigest()
+
+
+def read_verified_file(path: Path, *, what: str, file_format: str, version: int, how_to_make: str,
+                       how_to_remake: str) -> tuple[dict, dict]:
+    """``(tensors, metadata without the hash)`` of a hashed lape-eval artifact (a neuron set, a direction
+    artifact), after checking its format, its format version and then its content hash; each failure is
+    a :class:`LapeEvalError` naming ``what`` the file should be and the fix."""
+    tensors, metadata = load_tensors(path, f"{what} file")
+    if metadata.get("format") != file_format:
+        raise LapeEvalError(f"{path} is not a lape-eval {what} (its format is {metadata.get('format')!r}). "
+                            f"{how_to_make}")
+    if metadata.get("format_version") != version:
+        raise LapeEvalError(
+            f"{path} has {what} format version {metadata.get('format_version')!r}; this lape-eval "
+            f"({__version__}) reads version {version}. Upgrade lape-eval."
+        )
+    stored = metadata.pop("content_hash", None)
+    computed = content_hash(tensors, metadata)
+    if stored != computed:
+        raise LapeEvalError(
+            f"{path} was modified or corrupted after it was written: its content hash does not match "
+            f"(stored {stored}, computed {computed}). {how_to_remake}"
+        )
+    return tensors, metadata
 
 
 def _validate(neuron_set: NeuronSet, path: Path, expected_tensors: set[str] | None = None,
