@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 MC_ROWS = [
     {"question": "Is the sky blue?", "label": 0},
     {"question": "Ist der Himmel grün?", "label": 1},
@@ -51,3 +53,22 @@ def write_tasks(folder: Path) -> Path:
     for task, rows in (("tiny_gen", GEN_ROWS), ("tiny_grid", GRID_ROWS), ("tiny_rowwise", ROWWISE_ROWS)):
         write_task(folder, task, rows, GENERATE)
     return folder
+
+
+# Running them through lm-eval and reading the logged samples back
+
+
+def evaluate(model, model_args, task_names, tasks, batch_size=2):
+    from lm_eval import simple_evaluate
+
+    return simple_evaluate(model=model, model_args={"dtype": "float32", **model_args}, tasks=task_names,
+                           task_manager=tasks, device="cpu", batch_size=batch_size, bootstrap_iters=0,
+                           log_samples=True)
+
+
+def responses(results, task):
+    return [sample["resps"] for sample in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
+
+
+def loglikelihoods(results, task):
+    return torch.tensor([[r[0][0] for r in resps] for resps in responses(results, task)], dtype=torch.float64)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from handmade_sets import make_set
-from lm_tasks import GRID_ROWS, write_tasks
+from lm_tasks import GRID_ROWS, evaluate, loglikelihoods, responses, write_tasks
 
 import lape_eval.evaluation.lm  # noqa: F401  registers the model
 
@@ -33,22 +33,6 @@ def neurons(tmp_path_factory):
     path = tmp_path_factory.mktemp("sets") / "tiny.safetensors"
     make_set(width=96).save(path)
     return str(path)
-
-
-def evaluate(model, model_args, task_names, tasks, batch_size=2):
-    from lm_eval import simple_evaluate
-
-    return simple_evaluate(model=model, model_args={"dtype": "float32", **model_args}, tasks=task_names,
-                           task_manager=tasks, device="cpu", batch_size=batch_size, bootstrap_iters=0,
-                           log_samples=True)
-
-
-def responses(results, task):
-    return [sample["resps"] for sample in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
-
-
-def loglikelihoods(results, task):
-    return torch.tensor([[r[0][0] for r in resps] for resps in responses(results, task)], dtype=torch.float64)
 
 
 def test_without_steering_lape_equals_hf_exactly(tasks, tiny_model_dir, neurons):

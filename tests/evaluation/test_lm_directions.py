@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from handmade_sets import make_directions
-from lm_tasks import GRID_ROWS, write_tasks
+from lm_tasks import GRID_ROWS, evaluate, loglikelihoods, responses, write_tasks
 
 import lape_eval.evaluation.lm  # noqa: F401  registers the model
 
@@ -29,22 +29,6 @@ def directions(tmp_path_factory):
     path = tmp_path_factory.mktemp("directions") / "tiny.safetensors"
     make_directions().save(path)
     return str(path)
-
-
-def evaluate(model, model_args, task_names, tasks, batch_size=2):
-    from lm_eval import simple_evaluate
-
-    return simple_evaluate(model=model, model_args={"dtype": "float32", **model_args}, tasks=task_names,
-                           task_manager=tasks, device="cpu", batch_size=batch_size, bootstrap_iters=0,
-                           log_samples=True)
-
-
-def responses(results, task):
-    return [sample["resps"] for sample in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
-
-
-def loglikelihoods(results, task):
-    return torch.tensor([[r[0][0] for r in resps] for resps in responses(results, task)], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("spec, layer, strength", [
